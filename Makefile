@@ -1,0 +1,40 @@
+# vmigrate: make demo runs the main job, make test runs every test.
+# Both install what they need (Debian packages, the guest image).
+
+GO        ?= go
+BIN       := bin/vmigrate
+GOFLAGS   ?=
+# Real-QEMU tests fail instead of skipping when QEMU or the guest is missing.
+TESTENV   := VMIGRATE_REQUIRE_QEMU=1
+
+.PHONY: all deps build guest test unit demo lint clean
+
+all: build
+
+deps:
+	@./scripts/deps.sh
+
+build:
+	$(GO) build $(GOFLAGS) -o $(BIN) .
+
+guest: deps build
+	@./$(BIN) guest build
+
+# Everything: pure units with -race, transcript fakes, real QEMU end to end.
+test: deps guest lint
+	$(TESTENV) $(GO) test -race -count=1 -timeout 40m ./...
+
+# The fast tier only (no QEMU needed).
+unit:
+	$(GO) test -race -short -count=1 ./...
+
+demo: deps guest
+	./$(BIN) demo
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+clean:
+	rm -rf bin

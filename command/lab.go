@@ -1,0 +1,112 @@
+package command
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/vmigrate/vmigrate/guest"
+	"github.com/vmigrate/vmigrate/guest/workload"
+	"github.com/vmigrate/vmigrate/lab"
+)
+
+// guestFlags are the flags that say what guest the lab runs.
+func guestFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "mem", Value: "512M", Usage: "guest RAM, e.g. 512M, 1G, 2G"},
+		&cli.StringFlag{Name: "workload", Value: "memdirty", Usage: "idle, or memdirty[:wss=SIZE,rate=PAGES/S,bpp=BYTES,hot=FRACTION/WEIGHT] (defaults: half of RAM, 5000, 8, uniform)"},
+		&cli.StringFlag{Name: "accel", Value: "auto", Usage: "auto (KVM only if the guest really boots under it), kvm or tcg"},
+		&cli.StringFlag{Name: "qemu", Value: "qemu-system-x86_64", Usage: "QEMU binary"},
+	}
+}
+
+// labConfig reads guestFlags and finds the guest image (building it when
+// build is true and it is missing).
+func labConfig(c *cli.Context, build bool) (lab.Config, error) {
+	e := getEnv(c)
+	if os.Geteuid() != 0 {
+		return lab.Config{}, withCode(ExitUsage, lab.ErrNotRoot)
+	}
+	mem, err := workload.ParseSize(c.String("mem"))
+	if err != nil {
+		return lab.Config{}, withCode(ExitUsage, fmt.Errorf("--mem: %w", err))
+	}
+	if mem < 128<<20 || mem%(1<<20) != 0 {
+		return lab.Config{}, withCode(ExitUsage, fmt.Errorf("--mem %s: want a whole number of MiB, at least 128M", c.String("mem")))
+	}
+	w, err := parseWorkload(c.String("workload"), mem)
+	if err != nil {
+		return lab.Config{}, withCode(ExitUsage, fmt.Errorf("--workload: %w", err))
+	}
+	switch c.String("accel") {
+	case "auto", lab.AccelKVM, lab.AccelTCG:
+	default:
+		return lab.Config{}, withCode(ExitUsage, fmt.Errorf("--accel %q: want auto, kvm or tcg", c.String("accel")))
+	}
+	opts := guest.BuildOptions{CacheDir: guestCache(c), Log: e.stderr}
+	img, err := guest.Find(e.ctx, opts)
+	if err != nil && build {
+		fmt.Fprintln(e.stderr, "vmigrate: building the guest image (once; it is cached in "+opts.CacheDir+")")
+		img, err = guest.Build(e.ctx, opts)
+	}
+	if err != nil {
+		return lab.Config{}, err
+	}
+	return lab.Config{
+		Image: img, MemBytes: mem, Workload: w, Accel: c.String("accel"),
+		QEMU: c.String("qemu"), CacheDir: cacheDir(c), Log: e.log,
+	}, nil
+}
+
+func guestCache(c *cli.Context) string { return cacheDir(c) + "/guest" }
+
+func labCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "lab",
+		Usage: "run a source and a destination QEMU on this machine until Ctrl-C (or --for)",
+		Description: `Starts the guest on a source QEMU and an empty destination QEMU in incoming
+mode, both on one bridge in a private network namespace, and prints their QMP
+sockets so that 'vmigrate run' can move the guest. Everything is removed on
+exit, on Ctrl-C and on failure. Needs root.`,
+		Flags: append(guestFlags(),
+			&cli.DurationFlag{Name: "for", Usage: "tear the lab down after this long (default: until Ctrl-C)"},
+		),
+		Action: func(c *cli.Context) error {
+			e := getEnv(c)
+			cfg, err := labConfig(c, true)
+			if err != nil {
+				return err
+			}
+			l, err := lab.Up(e.ctx, cfg)
+			if err != nil {
+				return err
+			}
+			defer l.Down()
+			printLab(e.stdout, l)
+			var after <-chan time.Time
+			if d := c.Duration("for"); d > 0 {
+				after = time.After(d)
+			}
+			select {
+			case <-e.ctx.Done():
+			case <-after:
+			case <-l.Src.Done():
+				return fmt.Errorf("lab: source QEMU exited")
+			}
+			return nil
+		},
+	}
+}
+
+func printLab(w io.Writer, l *lab.Lab) {
+	fmt.Fprintf(w, "lab up (accelerator %s: %s), boot %.1f s\n", l.Accel.Accel, l.Accel.Reason, l.BootTime.Seconds())
+	fmt.Fprintf(w, "  source QMP       %s\n", l.Src.Spec.QMP)
+	fmt.Fprintf(w, "  destination QMP  %s  (incoming: defer)\n", l.Dst.Spec.QMP)
+	fmt.Fprintf(w, "  guest            http://%s/  from namespace %s\n", l.GuestIP, l.Netns.Name)
+	fmt.Fprintf(w, "try:\n  vmigrate run --src-qmp %s --dst-qmp %s\n", l.Src.Spec.QMP, l.Dst.Spec.QMP)
+	fmt.Fprintf(w, "  ip netns exec %s wget -qO- http://%s/verify\n", l.Netns.Name, l.GuestIP)
+	fmt.Fprintln(w, "Ctrl-C tears it down.")
+}

@@ -1,0 +1,165 @@
+package command
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/vmigrate/vmigrate/migrate"
+	"github.com/vmigrate/vmigrate/qmp"
+)
+
+func runCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "run",
+		Usage: "live-migrate the VM behind --src-qmp to the QEMU behind --dst-qmp",
+		Description: `The destination QEMU must have been started with the same machine type and
+devices as the source, and -incoming defer. vmigrate opens its incoming side,
+runs pre-copy, and returns once the VM runs on the destination.
+
+QMP addresses: a unix socket path (or unix:PATH), or tcp:HOST:PORT.
+Exit codes: 0 the VM runs on the destination; 1 failed, the source runs;
+2 bad input, nothing changed; 3 interrupted, the source runs; 4 failed and
+the source could not be confirmed running.`,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "src-qmp", Required: true, Usage: "QMP of the source QEMU"},
+			&cli.StringFlag{Name: "dst-qmp", Required: true, Usage: "QMP of the destination QEMU (started with -incoming defer)"},
+			&cli.StringFlag{Name: "incoming", Usage: "where the destination listens: unix:PATH or tcp:HOST:PORT (default: a unix socket beside a unix --dst-qmp, or tcp:QMPHOST:0)"},
+			&cli.BoolFlag{Name: "json", Usage: "print one JSON object with the result at the end"},
+			&cli.DurationFlag{Name: "connect-timeout", Value: 10 * time.Second, Usage: "how long to wait for each QMP monitor"},
+			&cli.DurationFlag{Name: "poll", Value: migrate.DefaultPollInterval, Usage: "how often to read QEMU's counters"},
+			&cli.Uint64Flag{Name: "max-bandwidth", Usage: "QEMU's max-bandwidth for pre-copy, MiB/s (default: leave QEMU's)"},
+			&cli.Uint64Flag{Name: "downtime-limit", Usage: "QEMU's downtime-limit in ms (default: leave QEMU's)"},
+		},
+		Action: func(c *cli.Context) error {
+			e := getEnv(c)
+			if c.Args().Len() > 0 {
+				return withCode(ExitUsage, fmt.Errorf("run: unexpected arguments %q", c.Args().Slice()))
+			}
+			incoming := c.String("incoming")
+			if incoming == "" {
+				incoming = defaultIncoming(c.String("dst-qmp"))
+			} else if err := checkURI(incoming); err != nil {
+				return withCode(ExitUsage, fmt.Errorf("--incoming: %w", err))
+			}
+			var params *qmp.MigrationParameters
+			if c.IsSet("max-bandwidth") || c.IsSet("downtime-limit") {
+				params = &qmp.MigrationParameters{}
+				if c.IsSet("max-bandwidth") {
+					v := c.Uint64("max-bandwidth") << 20
+					params.MaxBandwidth = &v
+				}
+				if c.IsSet("downtime-limit") {
+					v := c.Uint64("downtime-limit")
+					params.DowntimeLimit = &v
+				}
+			}
+			src, dst, err := dialBoth(e.ctx, c.String("src-qmp"), c.String("dst-qmp"), c.Duration("connect-timeout"))
+			if err != nil {
+				return withCode(ExitUsage, err)
+			}
+			defer src.Close()
+			defer dst.Close()
+			relayDir := ""
+			if strings.HasPrefix(incoming, "unix:") {
+				d, err := os.MkdirTemp("", "vmr")
+				if err != nil {
+					return err
+				}
+				defer os.RemoveAll(d)
+				relayDir = d
+			}
+			prog := newProgressLine(e.stderr, true)
+			res, err := migrate.Run(e.ctx, migrate.Options{
+				Src: src, Dst: dst, IncomingURI: incoming, RelayDir: relayDir,
+				Parameters: params, PollInterval: c.Duration("poll"),
+				Progress: prog.update, Log: e.log,
+			})
+			prog.done()
+			if c.Bool("json") {
+				if jerr := writeJSON(e.stdout, res); jerr != nil {
+					return jerr
+				}
+			} else {
+				printResult(e.stdout, res)
+			}
+			return err
+		},
+	}
+}
+
+// dialBoth connects to both monitors; an error names the side.
+func dialBoth(ctx context.Context, srcAddr, dstAddr string, timeout time.Duration) (*qmp.Client, *qmp.Client, error) {
+	if srcAddr == dstAddr {
+		return nil, nil, fmt.Errorf("--src-qmp and --dst-qmp are the same monitor %s", srcAddr)
+	}
+	dctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	src, err := qmp.Dial(dctx, srcAddr)
+	if err != nil {
+		return nil, nil, fmt.Errorf("source QMP: %w", err)
+	}
+	dst, err := qmp.Dial(dctx, dstAddr)
+	if err != nil {
+		src.Close()
+		return nil, nil, fmt.Errorf("destination QMP: %w", err)
+	}
+	return src, dst, nil
+}
+
+// defaultIncoming picks where the destination listens when not told: a
+// unix socket beside a local destination monitor, else a TCP port chosen
+// by the destination on the monitor's host.
+func defaultIncoming(dstQMP string) string {
+	a := strings.TrimPrefix(dstQMP, "unix:")
+	if strings.HasPrefix(dstQMP, "tcp:") || (!strings.HasPrefix(dstQMP, "unix:") && !strings.Contains(a, "/") && strings.Contains(a, ":")) {
+		host := strings.TrimPrefix(dstQMP, "tcp:")
+		if i := strings.LastIndex(host, ":"); i >= 0 {
+			host = host[:i]
+		}
+		return "tcp:" + host + ":0"
+	}
+	return "unix:" + filepath.Join(filepath.Dir(a), fmt.Sprintf("vmigrate-incoming-%d.sock", os.Getpid()))
+}
+
+func checkURI(u string) error {
+	switch {
+	case strings.HasPrefix(u, "unix:") && len(u) > len("unix:"):
+		return nil
+	case strings.HasPrefix(u, "tcp:") && strings.Count(u, ":") >= 2:
+		return nil
+	}
+	return fmt.Errorf("%q is not unix:PATH or tcp:HOST:PORT", u)
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func printResult(w io.Writer, r migrate.Result) {
+	fmt.Fprintf(w, "status      %s\n", r.Status)
+	if r.Error != "" {
+		fmt.Fprintf(w, "error       %s\n", r.Error)
+	}
+	fmt.Fprintf(w, "total       %.2f s (QEMU %.2f s, setup %d ms)\n", float64(r.TotalMS)/1000, float64(r.QEMUTotal)/1000, r.SetupMS)
+	fmt.Fprintf(w, "downtime    %d ms (QEMU)\n", r.DowntimeMS)
+	fmt.Fprintf(w, "stream      %s (%s); RAM %s\n", humanBytes(r.StreamBytes), r.StreamBytesSource, humanBytes(r.RAMBytes))
+	fmt.Fprintf(w, "passes      %d\n", len(r.Passes))
+	for _, p := range r.Passes {
+		fmt.Fprintf(w, "  pass %-3d at %6d ms  remaining %9s  sent %9s  dirty %d pages/s\n",
+			p.Pass, p.TMS, humanBytes(p.RemainingBytes), humanBytes(p.TransferredBytes), p.DirtyPagesRate)
+	}
+	fmt.Fprintf(w, "source      %s\n", r.SourceStatus)
+	if r.DestStatus != "" {
+		fmt.Fprintf(w, "destination %s\n", r.DestStatus)
+	}
+}

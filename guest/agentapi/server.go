@@ -1,0 +1,266 @@
+package agentapi
+
+import (
+	"context"
+	_ "embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/vmigrate/vmigrate/guest/workload"
+)
+
+//go:embed index.html
+var indexHTML []byte
+
+// ErrBadConfig marks a workload change refused because of its configuration.
+var ErrBadConfig = errors.New("bad workload config")
+
+// maxConfigBody bounds the body of POST /workload.
+const maxConfigBody = 64 << 10
+
+// Allocator provides the working set memory of a workload and takes it back
+// once the workload has stopped.
+type Allocator interface {
+	Alloc(size int64) ([]byte, error)
+	Free(mem []byte) error
+}
+
+// Server owns the guest's workload and serves the agent's HTTP API. Each
+// workload runs in a goroutine owned by the Server; it exits when the
+// workload is replaced or the Server is closed. Set the exported fields
+// before the first call.
+type Server struct {
+	BootID   string
+	Booted   time.Time // for uptime
+	MemTotal int64     // bytes; 0 disables the fit check
+	Memory   Allocator // nil: anonymous mmap
+	Logf     func(format string, args ...any)
+
+	pings atomic.Uint64
+
+	mu      sync.RWMutex // write-held to change cur; read-held by Verify so memory outlives it
+	cur     *run
+	lastErr string
+}
+
+// run is one running memdirty workload.
+type run struct {
+	w      *workload.Workload
+	mem    []byte
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func (s *Server) logf(format string, args ...any) {
+	if s.Logf != nil {
+		s.Logf(format, args...)
+	}
+}
+
+func (s *Server) memory() Allocator {
+	if s.Memory != nil {
+		return s.Memory
+	}
+	return anonMemory{}
+}
+
+// reserve is memory kept free for the kernel and the agent: a working set
+// that does not fit invites the OOM killer, and killing PID 1 panics the guest.
+func reserve(memTotal int64) int64 { return max(64<<20, memTotal/8) }
+
+// SetWorkload stops the current workload, frees its memory, and starts cfg
+// (defaults applied). Idle leaves nothing running.
+func (s *Server) SetWorkload(cfg workload.Config) (WorkloadStatus, error) {
+	cfg = cfg.WithDefaults(s.MemTotal)
+	err := cfg.Validate()
+	if err == nil && cfg.Name == workload.MemDirty && s.MemTotal > 0 && cfg.WSSBytes > s.MemTotal-reserve(s.MemTotal) {
+		err = fmt.Errorf("workload: wss_bytes %d leaves less than %d of the guest's %d bytes free",
+			cfg.WSSBytes, reserve(s.MemTotal), s.MemTotal)
+	}
+	if err != nil {
+		err = fmt.Errorf("%w: %w", ErrBadConfig, err)
+	}
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err == nil {
+		err = s.replace(cfg)
+	}
+	s.lastErr = ""
+	if err != nil {
+		s.lastErr = err.Error()
+	}
+	return s.workloadStatus(), err
+}
+
+// replace swaps the running workload. Callers hold mu for writing.
+func (s *Server) replace(cfg workload.Config) error {
+	if err := s.stop(); err != nil {
+		return err
+	}
+	if cfg.Name != workload.MemDirty {
+		s.logf("workload: idle")
+		return nil
+	}
+	mem, err := s.memory().Alloc(cfg.WSSBytes)
+	if err != nil {
+		return fmt.Errorf("workload: allocate %d bytes: %w", cfg.WSSBytes, err)
+	}
+	w, err := workload.New(cfg, mem)
+	if err != nil {
+		s.memory().Free(mem)
+		return err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &run{w: w, mem: mem, cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(r.done)
+		w.Run(ctx) // returns when ctx ends
+	}()
+	s.cur = r
+	s.logf("workload: memdirty wss=%s rate=%d bpp=%d hot=%g:%g",
+		workload.FormatSize(cfg.WSSBytes), cfg.PagesPerSec, cfg.BytesPerPage, cfg.HotFraction, cfg.HotWeight)
+	return nil
+}
+
+// stop ends the running workload and frees its memory. Callers hold mu for
+// writing, so no Verify is using the memory.
+func (s *Server) stop() error {
+	r := s.cur
+	if r == nil {
+		return nil
+	}
+	r.cancel()
+	<-r.done
+	s.cur = nil
+	if err := s.memory().Free(r.mem); err != nil {
+		return fmt.Errorf("workload: free working set: %w", err)
+	}
+	return nil
+}
+
+// Close stops the workload and frees its memory.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.stop()
+}
+
+// Status reports the guest and its workload; it does not wait for a running
+// verification.
+func (s *Server) Status() Status {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return Status{
+		BootID:        s.BootID,
+		UptimeMS:      time.Since(s.Booted).Milliseconds(),
+		MemTotalBytes: s.MemTotal,
+		Workload:      s.workloadStatus(),
+	}
+}
+
+// workloadStatus describes cur. Callers hold mu.
+func (s *Server) workloadStatus() WorkloadStatus {
+	ws := WorkloadStatus{Config: workload.Config{Name: workload.Idle}, Error: s.lastErr}
+	if s.cur == nil {
+		return ws
+	}
+	st := s.cur.w.Stats()
+	ws.Config = s.cur.w.Config()
+	ws.Running = st.Running
+	ws.Populated = st.Populated
+	ws.PopulateMS = st.PopulateDuration.Milliseconds()
+	ws.DirtiedTotal = st.DirtiedTotal
+	ws.AchievedPagesPerSec = st.AchievedPagesPerSec
+	ws.TargetPagesPerSec = st.TargetPagesPerSec
+	ws.StartedAt = st.StartedAt
+	return ws
+}
+
+// Verify checks the working set; it returns workload.ErrNotPopulated when no
+// memdirty workload has finished its initial fill.
+func (s *Server) Verify() (VerifyResult, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.cur == nil {
+		return VerifyResult{}, workload.ErrNotPopulated
+	}
+	t0 := time.Now()
+	r, err := s.cur.w.Verify()
+	if err != nil {
+		return VerifyResult{}, err
+	}
+	return VerifyResult{
+		PagesChecked: r.PagesChecked,
+		PagesWrong:   r.PagesWrong,
+		FirstWrong:   r.FirstWrong,
+		MS:           time.Since(t0).Milliseconds(),
+	}, nil
+}
+
+// Handler serves the agent's HTTP API.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		w.Write(indexHTML)
+	})
+	mux.HandleFunc("GET "+PathPing, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Header().Set("Cache-Control", "no-store")
+		io.WriteString(w, "pong "+strconv.FormatUint(s.pings.Add(1), 10)+"\n")
+	})
+	mux.HandleFunc("GET "+PathStatus, func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, s.Status())
+	})
+	mux.HandleFunc("GET "+PathVerify, func(w http.ResponseWriter, r *http.Request) {
+		res, err := s.Verify()
+		if errors.Is(err, workload.ErrNotPopulated) {
+			http.Error(w, err.Error(), http.StatusConflict)
+			return
+		}
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		writeJSON(w, http.StatusOK, res)
+	})
+	mux.HandleFunc("POST "+PathWorkload, func(w http.ResponseWriter, r *http.Request) {
+		var cfg workload.Config
+		dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxConfigBody))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&cfg); err != nil {
+			http.Error(w, "decode workload config: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		st, err := s.SetWorkload(cfg)
+		switch {
+		case errors.Is(err, ErrBadConfig):
+			http.Error(w, err.Error(), http.StatusBadRequest)
+		case err != nil:
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+		default:
+			writeJSON(w, http.StatusOK, st)
+		}
+	})
+	return mux
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	w.Write(append(b, '\n'))
+}

@@ -1,0 +1,218 @@
+package agentapi_test
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/vmigrate/vmigrate/guest/agentapi"
+	"github.com/vmigrate/vmigrate/guest/workload"
+)
+
+// heapMemory hands out Go slices and counts what is live.
+type heapMemory struct {
+	mu   sync.Mutex
+	live int64
+}
+
+func (m *heapMemory) Alloc(n int64) ([]byte, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.live += n
+	return make([]byte, n), nil
+}
+
+func (m *heapMemory) Free(b []byte) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.live -= int64(len(b))
+	return nil
+}
+
+func (m *heapMemory) Live() int64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.live
+}
+
+func newServer(t *testing.T, mem agentapi.Allocator) (*agentapi.Server, *httptest.Server) {
+	t.Helper()
+	s := &agentapi.Server{BootID: "b00t", Booted: time.Now(), MemTotal: 512 << 20, Memory: mem, Logf: t.Logf}
+	hs := httptest.NewServer(s.Handler())
+	t.Cleanup(func() {
+		hs.Close()
+		if err := s.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	return s, hs
+}
+
+func get(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func post(t *testing.T, url, body string) (int, string) {
+	t.Helper()
+	resp, err := http.Post(url, "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func status(t *testing.T, base string) agentapi.Status {
+	t.Helper()
+	code, body := get(t, base+agentapi.PathStatus)
+	var st agentapi.Status
+	if err := json.Unmarshal([]byte(body), &st); code != 200 || err != nil {
+		t.Fatalf("GET /status = %d %q (%v)", code, body, err)
+	}
+	return st
+}
+
+func TestIndexAndPing(t *testing.T) {
+	_, hs := newServer(t, &heapMemory{})
+	code, body := get(t, hs.URL+"/")
+	if code != 200 || !strings.Contains(body, "<html") || len(body) < 2048 {
+		t.Errorf("GET / = %d, %d bytes", code, len(body))
+	}
+	if code, _ := get(t, hs.URL+"/nope"); code != 404 {
+		t.Errorf("GET /nope = %d, want 404", code)
+	}
+	for i := 1; i <= 3; i++ {
+		code, body := get(t, hs.URL+agentapi.PathPing)
+		if want := "pong " + string(rune('0'+i)) + "\n"; code != 200 || body != want {
+			t.Errorf("ping %d = %d %q, want %q", i, code, body, want)
+		}
+	}
+}
+
+func TestIdleStatusAndVerifyConflict(t *testing.T) {
+	_, hs := newServer(t, &heapMemory{})
+	st := status(t, hs.URL)
+	if st.BootID != "b00t" || st.MemTotalBytes != 512<<20 || st.Workload.Name != workload.Idle || st.Workload.Running {
+		t.Errorf("idle status = %+v", st)
+	}
+	if code, _ := get(t, hs.URL+agentapi.PathVerify); code != http.StatusConflict {
+		t.Errorf("GET /verify while idle = %d, want 409", code)
+	}
+}
+
+func TestWorkloadLifecycle(t *testing.T) {
+	mem := &heapMemory{}
+	_, hs := newServer(t, mem)
+	code, body := post(t, hs.URL+agentapi.PathWorkload, `{"name":"memdirty","wss_bytes":4194304,"pages_per_sec":20000,"hot_fraction":0.5,"hot_weight":0.8}`)
+	if code != 200 {
+		t.Fatalf("POST /workload = %d %s", code, body)
+	}
+	var ws agentapi.WorkloadStatus
+	if err := json.Unmarshal([]byte(body), &ws); err != nil {
+		t.Fatal(err)
+	}
+	want := workload.Config{Name: workload.MemDirty, WSSBytes: 4 << 20, PagesPerSec: 20000, BytesPerPage: 8, HotFraction: 0.5, HotWeight: 0.8}
+	if ws.Config != want {
+		t.Errorf("config after POST = %+v, want %+v", ws.Config, want)
+	}
+	if mem.Live() != 4<<20 {
+		t.Errorf("live memory = %d", mem.Live())
+	}
+
+	deadline := time.Now().Add(10 * time.Second)
+	var st agentapi.Status
+	for st = status(t, hs.URL); !st.Workload.Populated || st.Workload.DirtiedTotal == 0; st = status(t, hs.URL) {
+		if time.Now().After(deadline) {
+			t.Fatalf("workload not populated and dirtying after 10s: %+v", st.Workload)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !st.Workload.Running || st.Workload.TargetPagesPerSec != 20000 || st.Workload.StartedAt.IsZero() {
+		t.Errorf("running status = %+v", st.Workload)
+	}
+
+	code, body = get(t, hs.URL+agentapi.PathVerify)
+	var vr agentapi.VerifyResult
+	if err := json.Unmarshal([]byte(body), &vr); code != 200 || err != nil {
+		t.Fatalf("GET /verify = %d %q", code, body)
+	}
+	if vr.PagesChecked != 1024 || vr.PagesWrong != 0 || vr.FirstWrong != -1 {
+		t.Errorf("verify = %+v", vr)
+	}
+	if !strings.Contains(body, `"first_wrong":-1`) {
+		t.Errorf("verify JSON %s lacks first_wrong", body)
+	}
+
+	// Replacing frees the old working set before allocating the new one.
+	if code, body := post(t, hs.URL+agentapi.PathWorkload, `{"name":"memdirty","wss_bytes":1048576}`); code != 200 {
+		t.Fatalf("replace: %d %s", code, body)
+	}
+	if mem.Live() != 1<<20 {
+		t.Errorf("live memory after replace = %d, want 1M", mem.Live())
+	}
+	if code, body := post(t, hs.URL+agentapi.PathWorkload, `{"name":"idle"}`); code != 200 {
+		t.Fatalf("idle: %d %s", code, body)
+	}
+	if mem.Live() != 0 {
+		t.Errorf("live memory after idle = %d", mem.Live())
+	}
+	if st := status(t, hs.URL); st.Workload.Name != workload.Idle {
+		t.Errorf("status after idle = %+v", st.Workload)
+	}
+}
+
+func TestBadWorkloadConfigs(t *testing.T) {
+	_, hs := newServer(t, &heapMemory{})
+	for _, body := range []string{
+		`{"name":"memdirty","wss_bytes":4097}`,
+		`{"name":"bogus"}`,
+		`{"name":"memdirty","wss_bytes":536870912}`, // whole guest
+		`{"name":"memdirty","wss_byte":4096}`,       // typo
+		`not json`,
+	} {
+		code, msg := post(t, hs.URL+agentapi.PathWorkload, body)
+		if code != http.StatusBadRequest {
+			t.Errorf("POST %s = %d %q, want 400", body, code, msg)
+		}
+	}
+	if st := status(t, hs.URL); st.Workload.Error == "" || st.Workload.Name != workload.Idle {
+		t.Errorf("status after refused change = %+v", st.Workload)
+	}
+}
+
+func TestVerifyWhileReplacing(t *testing.T) {
+	// Verify and workload changes race; memory must never be freed under a
+	// running verification (run with -race).
+	s, _ := newServer(t, &heapMemory{})
+	cfg := workload.Config{Name: workload.MemDirty, WSSBytes: 1 << 20, PagesPerSec: 100000}
+	var wg sync.WaitGroup
+	for i := range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 20 {
+				if i == 0 {
+					if _, err := s.SetWorkload(cfg); err != nil {
+						t.Error(err)
+					}
+				} else if r, err := s.Verify(); err == nil && r.PagesWrong != 0 {
+					t.Errorf("verify during replacement: %+v", r)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}

@@ -1,0 +1,109 @@
+// Package labtest starts the real lab for tests: two QEMUs and the guest.
+// Where QEMU, root or the guest image is missing it skips, unless
+// VMIGRATE_REQUIRE_QEMU=1 (set by make test), where it fails: CI must not
+// pass on tests that never ran.
+package labtest
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"testing"
+	"time"
+
+	"go.uber.org/zap/zaptest"
+
+	"github.com/vmigrate/vmigrate/guest"
+	"github.com/vmigrate/vmigrate/guest/workload"
+	"github.com/vmigrate/vmigrate/lab"
+)
+
+// Required reports whether real-QEMU tests must run rather than skip.
+func Required() bool { return os.Getenv("VMIGRATE_REQUIRE_QEMU") == "1" }
+
+// Unavailable skips or fails the test for a missing prerequisite.
+func Unavailable(t testing.TB, why string) {
+	t.Helper()
+	if Required() {
+		t.Fatalf("real-QEMU test cannot run: %s", why)
+	}
+	t.Skipf("real-QEMU test skipped: %s (make test runs it)", why)
+}
+
+// Image returns the cached guest image or skips/fails.
+func Image(t testing.TB) guest.Image {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("real-QEMU test skipped in -short mode")
+	}
+	if os.Geteuid() != 0 {
+		Unavailable(t, "not root")
+	}
+	if _, err := exec.LookPath(QEMU()); err != nil {
+		Unavailable(t, QEMU()+" not installed")
+	}
+	img, err := guest.Find(context.Background(), guest.BuildOptions{CacheDir: CacheDir() + "/guest"})
+	if err != nil {
+		Unavailable(t, err.Error())
+	}
+	return img
+}
+
+// QEMU is the binary under test: $VMIGRATE_QEMU (make test-qemu10 points
+// it at QEMU 10.0), else the system's.
+func QEMU() string {
+	if q := os.Getenv("VMIGRATE_QEMU"); q != "" {
+		return q
+	}
+	return "qemu-system-x86_64"
+}
+
+// CacheDir is where tests find the guest image: the same place the
+// vmigrate binary uses.
+func CacheDir() string {
+	if d := os.Getenv("VMIGRATE_CACHE"); d != "" {
+		return d
+	}
+	if d := os.Getenv("XDG_CACHE_HOME"); d != "" {
+		return d + "/vmigrate"
+	}
+	h, _ := os.UserHomeDir()
+	return h + "/.cache/vmigrate"
+}
+
+// Config is a small lab: TCG unless VMIGRATE_ACCEL says otherwise.
+func Config(t testing.TB, mem int64, w workload.Config) lab.Config {
+	accel := os.Getenv("VMIGRATE_ACCEL")
+	if accel == "" {
+		accel = lab.AccelTCG
+	}
+	return lab.Config{
+		Image: Image(t), MemBytes: mem, Workload: w, Accel: accel, QEMU: QEMU(),
+		CacheDir: CacheDir(), Log: zaptest.NewLogger(t),
+	}
+}
+
+// Start brings a lab up and registers its teardown. On failure of the
+// test it logs the command lines and the tails of consoles and stderr.
+func Start(t testing.TB, cfg lab.Config) *lab.Lab {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	l, err := lab.Up(ctx, cfg)
+	if err != nil {
+		t.Fatalf("lab up: %v", err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, vm := range []*lab.VM{l.Src, l.Dst} {
+				t.Logf("%s command: %q", vm.Spec.Name, vm.Command)
+				t.Logf("%s console tail: %s", vm.Spec.Name, lab.Tail(vm.Spec.Serial, 2000))
+				t.Logf("%s stderr tail: %s", vm.Spec.Name, lab.Tail(vm.Stderr, 2000))
+			}
+		}
+		if err := l.Down(); err != nil {
+			t.Errorf("lab down: %v", err)
+		}
+	})
+	return l
+}

@@ -1,0 +1,199 @@
+package migrate_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"go.uber.org/zap/zaptest"
+
+	"github.com/vmigrate/vmigrate/guest/workload"
+	"github.com/vmigrate/vmigrate/lab"
+	"github.com/vmigrate/vmigrate/lab/labtest"
+	"github.com/vmigrate/vmigrate/migrate"
+	"github.com/vmigrate/vmigrate/qmp"
+)
+
+// A small busy guest: 256 MiB, 64 MiB working set.
+func busyGuest(t *testing.T) *lab.Lab {
+	t.Helper()
+	w := workload.Config{Name: workload.MemDirty, WSSBytes: 64 << 20, PagesPerSec: 2000, BytesPerPage: 8, HotFraction: 1, HotWeight: 1}
+	l := labtest.Start(t, labtest.Config(t, 256<<20, w))
+	waitPopulated(t, l)
+	return l
+}
+
+func waitPopulated(t *testing.T, l *lab.Lab) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	for {
+		st, err := l.Guest.Status(ctx)
+		if err == nil && st.Workload.Populated {
+			return
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("workload never populated: %v", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func dial(t *testing.T, l *lab.Lab) (src, dst *qmp.Client) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var err error
+	if src, err = qmp.Dial(ctx, l.Src.Spec.QMP); err != nil {
+		t.Fatal(err)
+	}
+	if dst, err = qmp.Dial(ctx, l.Dst.Spec.QMP); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { src.Close(); dst.Close() })
+	return src, dst
+}
+
+// verifyIntact asserts the guest answers at its address and every page of
+// its workload is intact.
+func verifyIntact(t *testing.T, l *lab.Lab) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	v, err := l.Guest.Verify(ctx)
+	if err != nil {
+		t.Fatalf("verify: %v", err)
+	}
+	if v.PagesWrong != 0 || v.PagesChecked != 64<<20/4096 {
+		t.Fatalf("verify: %d pages checked, %d wrong; want %d checked, 0 wrong", v.PagesChecked, v.PagesWrong, 64<<20/4096)
+	}
+}
+
+func sourceStatus(t *testing.T, c *qmp.Client) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	st, err := c.QueryStatus(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st.Status
+}
+
+func TestMigrateRealGuest(t *testing.T) {
+	l := busyGuest(t)
+	src, dst := dial(t, l)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	before, err := l.Guest.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var progress []migrate.Progress
+	res, err := migrate.Run(ctx, migrate.Options{
+		Src: src, Dst: dst, IncomingURI: l.IncomingURI, RelayDir: l.Dir,
+		Progress: func(p migrate.Progress) { progress = append(progress, p) },
+		Log:      zaptest.NewLogger(t),
+	})
+	if err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	if res.Status != migrate.StatusCompleted || res.DestStatus != "running" || res.SourceStatus != "postmigrate" {
+		t.Fatalf("status %q, destination %q, source %q", res.Status, res.DestStatus, res.SourceStatus)
+	}
+	if len(res.Passes) < 2 {
+		t.Errorf("passes = %v, want the setup sync and at least the final one", res.Passes)
+	}
+	for i := 1; i < len(res.Passes); i++ {
+		if res.Passes[i].Pass <= res.Passes[i-1].Pass || res.Passes[i].TMS < res.Passes[i-1].TMS {
+			t.Errorf("passes out of order: %+v", res.Passes)
+		}
+	}
+	if res.RAMBytes < 256<<20 {
+		t.Errorf("ram total %d, want at least the guest's 256 MiB", res.RAMBytes)
+	}
+	// The relay counts every byte QEMU sent: RAM records plus device state.
+	if res.StreamBytesSource != "relay" || res.StreamBytes <= res.RAMTransferred {
+		t.Errorf("stream %d bytes (%s), RAM transferred %d: the stream must carry more than RAM", res.StreamBytes, res.StreamBytesSource, res.RAMTransferred)
+	}
+	if res.DowntimeMS <= 0 || res.TotalMS < res.QEMUTotal {
+		t.Errorf("downtime %d ms, total %d ms, QEMU total %d ms", res.DowntimeMS, res.TotalMS, res.QEMUTotal)
+	}
+	if len(progress) == 0 || progress[len(progress)-1].Phase != migrate.PhaseCompleted {
+		t.Errorf("progress stream did not end in completed: %d events", len(progress))
+	}
+	after, err := l.Guest.Status(ctx)
+	if err != nil {
+		t.Fatalf("guest unreachable at %s after the move: %v", l.GuestIP, err)
+	}
+	if after.BootID != before.BootID {
+		t.Fatalf("boot ID %s, was %s", after.BootID, before.BootID)
+	}
+	verifyIntact(t, l)
+}
+
+// A destination that dies mid-stream fails the migration; the source keeps
+// running with its memory intact.
+func TestDestinationDiesSourceKeepsRunning(t *testing.T) {
+	l := busyGuest(t)
+	src, dst := dial(t, l)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	slow := uint64(8 << 20) // 8 MiB/s: the copy takes long enough to interrupt
+	go func() {
+		cur := src.Cursor()
+		if _, err := src.WaitEvent(ctx, &cur, func(ev qmp.Event) bool { return ev.Name == qmp.EventMigrationPass }); err == nil {
+			time.Sleep(500 * time.Millisecond)
+			l.Dst.Kill()
+		}
+	}()
+	res, err := migrate.Run(ctx, migrate.Options{
+		Src: src, Dst: dst, IncomingURI: l.IncomingURI, RelayDir: l.Dir,
+		Parameters: &qmp.MigrationParameters{MaxBandwidth: &slow}, Log: zaptest.NewLogger(t),
+	})
+	var me *migrate.Error
+	if !errors.As(err, &me) {
+		t.Fatalf("err = %v, want a *migrate.Error", err)
+	}
+	if !me.SourceRunning || me.Stage == migrate.StagePreflight || res.Status != migrate.StatusFailed {
+		t.Fatalf("status %q stage %q source running %v: %v", res.Status, me.Stage, me.SourceRunning, err)
+	}
+	if s := sourceStatus(t, src); s != "running" {
+		t.Fatalf("source status %q after the failure", s)
+	}
+	verifyIntact(t, l)
+}
+
+// Cancelling the context (Ctrl-C) cancels the migration in QEMU and leaves
+// the source running.
+func TestCancelLeavesSourceRunning(t *testing.T) {
+	l := busyGuest(t)
+	src, dst := dial(t, l)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	slow := uint64(8 << 20)
+	res, err := migrate.Run(ctx, migrate.Options{
+		Src: src, Dst: dst, IncomingURI: l.IncomingURI, RelayDir: l.Dir,
+		Parameters: &qmp.MigrationParameters{MaxBandwidth: &slow}, Log: zaptest.NewLogger(t),
+		Progress: func(p migrate.Progress) {
+			if p.Phase == migrate.PhasePrecopy && p.TransferredBytes > 16<<20 {
+				cancel()
+			}
+		},
+	})
+	var me *migrate.Error
+	if !errors.As(err, &me) || !me.Cancelled || res.Status != migrate.StatusCancelled {
+		t.Fatalf("status %q err %v, want cancelled", res.Status, err)
+	}
+	if s := sourceStatus(t, src); s != "running" {
+		t.Fatalf("source status %q after cancel", s)
+	}
+	mctx, mcancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer mcancel()
+	mi, err := src.QueryMigrate(mctx)
+	if err != nil || mi.Status != "cancelled" {
+		t.Fatalf("source migration status %q (%v), want cancelled", mi.Status, err)
+	}
+	verifyIntact(t, l)
+}

@@ -1,0 +1,520 @@
+// Package migrate drives one pre-copy live migration between two QEMUs
+// over QMP and reports what happened.
+//
+// The flow of Run:
+//
+//	preflight: source running, destination in incoming mode (-incoming
+//	           defer), no migration under way; nothing is changed until
+//	           all of that holds.
+//	prepare:   the events capability on both sides; migrate-incoming on
+//	           the destination.
+//	precopy:   migrate on the source; every MIGRATION_PASS is recorded
+//	           with the counters read right after it; query-migrate is
+//	           polled for progress.
+//	switchover: QEMU stops the source (STOP) and sends the rest.
+//	after:     the destination must reach "running" and the source
+//	           "postmigrate".
+//
+// Any failure before the destination runs cancels the migration and makes
+// sure the source VM runs again: a failed migration leaves it running with
+// its memory intact.
+package migrate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/vmigrate/vmigrate/qmp"
+)
+
+// Defaults for Options.
+const (
+	DefaultPollInterval  = 200 * time.Millisecond
+	DefaultStartTimeout  = 30 * time.Second
+	cleanupTimeout       = 15 * time.Second
+	stateSettleTimeout   = 10 * time.Second
+	stateSettleInterval  = 50 * time.Millisecond
+	eventBacklogCapacity = 64
+)
+
+// Options configure Run.
+type Options struct {
+	Src, Dst *qmp.Client
+	// IncomingURI is where the destination listens (migrate-incoming).
+	IncomingURI string
+	// SourceURI is where the source sends the stream; it differs from
+	// IncomingURI when a relay or tunnel sits between. Default IncomingURI.
+	SourceURI string
+	// StreamBytes, when set, counts the bytes QEMU sent (a relay on the
+	// path); otherwise QEMU's own RAM counter stands in.
+	StreamBytes func() int64
+	// RelayDir, when set and the destination listens on a unix socket,
+	// puts a counting Relay (its socket in RelayDir) between the two, so
+	// stream_bytes is exact. Both QEMUs must be on this host.
+	RelayDir string
+	// Parameters are applied to the source before it starts.
+	Parameters   *qmp.MigrationParameters
+	PollInterval time.Duration
+	StartTimeout time.Duration // how long the destination may take to run after completion
+	Progress     func(Progress)
+	Log          *zap.Logger
+}
+
+// runner is the state of one Run.
+type runner struct {
+	o      Options
+	start  time.Time
+	res    Result
+	pass   int
+	phase  Phase
+	prevRS int64 // last ram.remaining seen, for progress
+}
+
+// Run migrates the VM from o.Src to o.Dst. The Result is filled in
+// whatever happens; the error is an *Error saying at which stage it failed
+// and whether the source runs.
+func Run(ctx context.Context, o Options) (Result, error) {
+	if o.PollInterval <= 0 {
+		o.PollInterval = DefaultPollInterval
+	}
+	if o.StartTimeout <= 0 {
+		o.StartTimeout = DefaultStartTimeout
+	}
+	if o.SourceURI == "" {
+		o.SourceURI = o.IncomingURI
+	}
+	if o.Log == nil {
+		o.Log = zap.NewNop()
+	}
+	if o.Progress == nil {
+		o.Progress = func(Progress) {}
+	}
+	r := &runner{o: o, start: time.Now(), res: Result{Status: StatusFailed, StreamBytesSource: "qemu", Passes: []Pass{}}}
+	r.res.SourceQEMU = o.Src.Version().String()
+	r.res.DestQEMU = o.Dst.Version().String()
+	err := r.run(ctx)
+	r.res.TotalMS = time.Since(r.start).Milliseconds()
+	if r.o.StreamBytes != nil {
+		r.res.StreamBytes = r.o.StreamBytes()
+		r.res.StreamBytesSource = "relay"
+	} else {
+		r.res.StreamBytes = r.res.RAMTransferred
+	}
+	if err != nil {
+		var me *Error
+		if errors.As(err, &me) {
+			r.res.Stage = me.Stage
+			if me.Cancelled {
+				r.res.Status = StatusCancelled
+			}
+		}
+		r.res.Error = err.Error()
+		return r.res, err
+	}
+	r.res.Status = StatusCompleted
+	return r.res, nil
+}
+
+func (r *runner) emit(p Progress) {
+	p.Phase = r.phase
+	p.Pass = r.pass
+	p.Elapsed = time.Since(r.start)
+	r.o.Progress(p)
+}
+
+func (r *runner) run(ctx context.Context) error {
+	r.phase = PhasePreflight
+	r.emit(Progress{})
+	if err := r.preflight(ctx); err != nil {
+		return &Error{Stage: StagePreflight, SourceRunning: !errors.Is(err, ErrSourceNotRunning), Cancelled: ctx.Err() != nil, Err: err}
+	}
+
+	// From here on, anything that goes wrong is cleaned up by fail.
+	r.phase = PhaseSetup
+	r.emit(Progress{})
+	if err := r.o.Dst.MigrateIncoming(ctx, r.o.IncomingURI); err != nil {
+		return r.fail(ctx, StagePrecopy, fmt.Errorf("destination: migrate-incoming %s: %w", r.o.IncomingURI, err))
+	}
+	if r.o.Parameters != nil {
+		if err := r.o.Src.MigrateSetParameters(ctx, *r.o.Parameters); err != nil {
+			return r.fail(ctx, StagePrecopy, fmt.Errorf("source: migrate-set-parameters: %w", err))
+		}
+	}
+	if err := r.resolveSourceURI(ctx); err != nil {
+		return r.fail(ctx, StagePrecopy, err)
+	}
+	if r.o.RelayDir != "" && strings.HasPrefix(r.o.IncomingURI, "unix:") {
+		target := strings.TrimPrefix(r.o.IncomingURI, "unix:")
+		relay, err := NewRelay(filepath.Join(r.o.RelayDir, "relay.sock"), func(ctx context.Context) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", target)
+		})
+		if err != nil {
+			return r.fail(ctx, StagePrecopy, err)
+		}
+		rctx, stopRelay := context.WithCancel(context.WithoutCancel(ctx))
+		defer stopRelay()
+		defer relay.Close()
+		go relay.Serve(rctx) // ends with the stream, or when Run returns
+		r.o.SourceURI = relay.URI()
+		r.o.StreamBytes = relay.BytesToDest
+	}
+	cur := r.o.Src.Cursor()
+	if err := r.o.Src.Migrate(ctx, r.o.SourceURI); err != nil {
+		return r.fail(ctx, StagePrecopy, fmt.Errorf("source: migrate %s: %w", r.o.SourceURI, err))
+	}
+	if err := r.monitor(ctx, cur); err != nil {
+		return err
+	}
+	return r.confirm(ctx)
+}
+
+// resolveSourceURI learns the port a destination listening on "tcp:HOST:0"
+// was given, so the source can be pointed at it.
+func (r *runner) resolveSourceURI(ctx context.Context) error {
+	if r.o.SourceURI != r.o.IncomingURI || !strings.HasPrefix(r.o.IncomingURI, "tcp:") || !strings.HasSuffix(r.o.IncomingURI, ":0") {
+		return nil
+	}
+	mi, err := r.o.Dst.QueryMigrate(ctx)
+	if err != nil {
+		return fmt.Errorf("destination: query-migrate for the listening port: %w", err)
+	}
+	host := strings.TrimSuffix(strings.TrimPrefix(r.o.IncomingURI, "tcp:"), ":0")
+	for _, a := range mi.SocketAddress {
+		if a.Port != "" && a.Port != "0" {
+			r.o.SourceURI = "tcp:" + net.JoinHostPort(strings.Trim(host, "[]"), a.Port)
+			return nil
+		}
+	}
+	return fmt.Errorf("destination: listening on %s but QEMU did not report the port it chose", r.o.IncomingURI)
+}
+
+// preflight checks both sides without changing anything but the events
+// capability, which only makes QEMU report more.
+func (r *runner) preflight(ctx context.Context) error {
+	src, err := r.o.Src.QueryStatus(ctx)
+	if err != nil {
+		return fmt.Errorf("source: query-status: %w", err)
+	}
+	dst, err := r.o.Dst.QueryStatus(ctx)
+	if err != nil {
+		return fmt.Errorf("destination: query-status: %w", err)
+	}
+	switch {
+	case src.Status == "inmigrate" && dst.Running:
+		return fmt.Errorf("%w: the source waits for an incoming migration and the destination runs a VM; exchange --src-qmp and --dst-qmp", ErrSwapped)
+	case src.Status == "inmigrate":
+		return fmt.Errorf("source: %w (it is waiting for an incoming migration itself)", ErrSourceNotRunning)
+	case !src.Running:
+		return fmt.Errorf("source: %w (status %s)", ErrSourceNotRunning, src.Status)
+	case dst.Status != "inmigrate":
+		return fmt.Errorf("destination: %w (status %s): start its QEMU with -incoming defer", ErrDestNotIncoming, dst.Status)
+	}
+	mi, err := r.o.Src.QueryMigrate(ctx)
+	if err != nil {
+		return fmt.Errorf("source: query-migrate: %w", err)
+	}
+	switch mi.Status {
+	case "", "none", "completed", "failed", "cancelled":
+	default:
+		return fmt.Errorf("source: %w (status %s)", ErrBusy, mi.Status)
+	}
+	dmi, err := r.o.Dst.QueryMigrate(ctx)
+	if err != nil {
+		return fmt.Errorf("destination: query-migrate: %w", err)
+	}
+	if dmi.Status != "" && dmi.Status != "none" {
+		return fmt.Errorf("destination: %w: it already has an incoming migration (status %s)", ErrDestNotIncoming, dmi.Status)
+	}
+	for side, c := range map[string]*qmp.Client{"source": r.o.Src, "destination": r.o.Dst} {
+		if err := c.MigrateSetCapabilities(ctx, qmp.Capability{Name: "events", State: true}); err != nil {
+			return fmt.Errorf("%s: migrate-set-capabilities events: %w", side, err)
+		}
+	}
+	return nil
+}
+
+// monitor follows the source until its migration reaches a final state.
+func (r *runner) monitor(ctx context.Context, cur qmp.Cursor) error {
+	evctx, stop := context.WithCancel(ctx)
+	defer stop()
+	events := make(chan qmp.Event, eventBacklogCapacity)
+	evErr := make(chan error, 1)
+	go func() { // exits when evctx ends or the client fails
+		for {
+			ev, err := r.o.Src.NextEvent(evctx, &cur)
+			if err != nil {
+				evErr <- err
+				return
+			}
+			select {
+			case events <- ev:
+			case <-evctx.Done():
+				return
+			}
+		}
+	}()
+	tick := time.NewTicker(r.o.PollInterval)
+	defer tick.Stop()
+	r.phase = PhasePrecopy
+	for {
+		select {
+		case <-ctx.Done():
+			return r.fail(ctx, r.stage(), fmt.Errorf("interrupted: %w", ctx.Err()))
+		case err := <-evErr:
+			if ctx.Err() != nil {
+				continue // the ctx.Done branch reports it
+			}
+			return r.fail(ctx, r.stage(), fmt.Errorf("source: QMP events: %w", err))
+		case ev := <-events:
+			switch ev.Name {
+			case qmp.EventStop:
+				r.phase = PhaseSwitchover
+				r.res.SwitchoverMS = time.Since(r.start).Milliseconds()
+			case qmp.EventMigrationPass:
+				p, err := ev.MigrationPass()
+				if err != nil {
+					continue
+				}
+				r.pass = p.Pass
+				if err := r.recordPass(ctx, p.Pass); err != nil {
+					return r.fail(ctx, r.stage(), err)
+				}
+			case qmp.EventMigration:
+				m, err := ev.Migration()
+				if err != nil {
+					continue
+				}
+				if done, err := r.onStatus(ctx, m.Status); done {
+					return err
+				}
+			}
+		case <-tick.C:
+			mi, err := r.o.Src.QueryMigrate(ctx)
+			if err != nil {
+				if ctx.Err() != nil {
+					continue
+				}
+				return r.fail(ctx, r.stage(), fmt.Errorf("source: query-migrate: %w", err))
+			}
+			r.absorb(mi)
+			if done, err := r.onStatus(ctx, mi.Status); done {
+				return err
+			}
+		}
+	}
+}
+
+func (r *runner) stage() string {
+	if r.phase == PhaseSwitchover {
+		return StageSwitchover
+	}
+	return StagePrecopy
+}
+
+// onStatus reacts to a source migration status; done reports a final one.
+func (r *runner) onStatus(ctx context.Context, status string) (done bool, err error) {
+	switch status {
+	case "completed":
+		mi, err := r.o.Src.QueryMigrate(ctx)
+		if err != nil {
+			return true, r.fail(ctx, StageAfter, fmt.Errorf("source: query-migrate: %w", err))
+		}
+		r.absorb(mi)
+		r.phase = PhaseCompleted
+		return true, nil
+	case "failed":
+		mi, _ := r.o.Src.QueryMigrate(ctx)
+		desc := mi.ErrorDesc
+		if desc == "" {
+			desc = "QEMU gave no reason"
+		}
+		return true, r.fail(ctx, r.stage(), fmt.Errorf("qemu reports failure after %d passes, %s of %s sent: %s",
+			r.pass, mib(r.res.RAMTransferred), mib(r.res.RAMBytes), desc))
+	case "cancelled":
+		return true, r.fail(ctx, r.stage(), errors.New("migration cancelled on the source by someone else"))
+	case "pre-switchover", "device":
+		r.phase = PhaseSwitchover
+	}
+	return false, nil
+}
+
+// absorb takes the counters of one query-migrate.
+func (r *runner) absorb(mi qmp.MigrationInfo) {
+	if mi.SetupTime != nil {
+		r.res.SetupMS = *mi.SetupTime
+	}
+	if mi.TotalTime != nil {
+		r.res.QEMUTotal = *mi.TotalTime
+	}
+	if mi.Downtime != nil {
+		r.res.DowntimeMS = *mi.Downtime
+	}
+	p := Progress{}
+	if ram := mi.RAM; ram != nil {
+		r.res.RAMBytes = ram.Total
+		r.res.RAMTransferred = ram.Transferred
+		if ram.DirtySyncCount > int64(r.pass) {
+			r.pass = int(ram.DirtySyncCount)
+		}
+		p = Progress{RemainingBytes: ram.Remaining, TransferredBytes: ram.Transferred, TotalBytes: ram.Total, Mbps: ram.Mbps}
+	}
+	r.emit(p)
+}
+
+// recordPass reads the counters right after a bitmap sync.
+func (r *runner) recordPass(ctx context.Context, pass int) error {
+	mi, err := r.o.Src.QueryMigrate(ctx)
+	if err != nil {
+		return fmt.Errorf("source: query-migrate after pass %d: %w", pass, err)
+	}
+	p := Pass{Pass: pass, TMS: time.Since(r.start).Milliseconds()}
+	if ram := mi.RAM; ram != nil {
+		p.RemainingBytes, p.TransferredBytes, p.DirtyPagesRate = ram.Remaining, ram.Transferred, ram.DirtyPagesRate
+	}
+	r.res.Passes = append(r.res.Passes, p)
+	r.absorb(mi)
+	return nil
+}
+
+// confirm waits for the destination to run and the source to stop. If the
+// destination does not start, the source is resumed: the VM keeps running
+// somewhere.
+func (r *runner) confirm(ctx context.Context) error {
+	cctx, cancel := context.WithTimeout(ctx, r.o.StartTimeout)
+	defer cancel()
+	var last string
+	for {
+		st, err := r.o.Dst.QueryStatus(cctx)
+		if err == nil {
+			last = st.Status
+			if st.Running {
+				break
+			}
+		}
+		if err != nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
+			return r.fail(ctx, StageAfter, fmt.Errorf("%w: destination: query-status: %v", ErrDestLost, err))
+		}
+		select {
+		case <-cctx.Done():
+			return r.fail(ctx, StageAfter, fmt.Errorf("%w within %s (status %q)", ErrDestLost, r.o.StartTimeout, last))
+		case <-time.After(stateSettleInterval):
+		}
+	}
+	r.res.DestStatus = last
+	src, err := r.o.Src.QueryStatus(ctx)
+	if err != nil {
+		r.res.SourceStatus = "unknown"
+		r.o.Log.Warn("source: query-status after completion", zap.Error(err))
+		return nil
+	}
+	r.res.SourceStatus = src.Status
+	if src.Running {
+		// Both would run the VM: never leave that so.
+		return r.fail(ctx, StageAfter, errors.New("source still runs after completion"))
+	}
+	return nil
+}
+
+// fail cancels what is under way and makes sure the source VM runs. It
+// uses its own context: cleanup must happen even after ctx was cancelled.
+func (r *runner) fail(ctx context.Context, stage string, cause error) error {
+	r.phase = PhaseFailed
+	cancelled := ctx.Err() != nil
+	if cancelled {
+		r.phase = PhaseCancelled
+	}
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+	defer cancel()
+	e := &Error{Stage: stage, Cancelled: cancelled, Err: cause}
+
+	destRuns := false
+	if stage == StageAfter {
+		if st, err := r.o.Dst.QueryStatus(cctx); err == nil && st.Running {
+			destRuns = true
+		}
+	}
+	if !destRuns {
+		if mi, err := r.o.Src.QueryMigrate(cctx); err == nil && !finalStatus(mi.Status) {
+			if err := r.o.Src.MigrateCancel(cctx); err != nil {
+				r.o.Log.Warn("source: migrate_cancel", zap.Error(err))
+			}
+			r.waitSourceMigration(cctx)
+		}
+		running, err := r.ensureSourceRunning(cctx)
+		if err != nil {
+			e.Err = fmt.Errorf("%w; and resuming the source failed: %v", cause, err)
+		}
+		e.SourceRunning = running
+	}
+	if st, err := r.o.Src.QueryStatus(cctx); err == nil {
+		r.res.SourceStatus = st.Status
+	} else {
+		r.res.SourceStatus = "unknown"
+	}
+	r.emit(Progress{})
+	return e
+}
+
+func finalStatus(s string) bool {
+	switch s {
+	case "", "none", "completed", "failed", "cancelled":
+		return true
+	}
+	return false
+}
+
+// waitSourceMigration waits until a cancel has taken effect.
+func (r *runner) waitSourceMigration(ctx context.Context) {
+	wctx, cancel := context.WithTimeout(ctx, stateSettleTimeout)
+	defer cancel()
+	for {
+		mi, err := r.o.Src.QueryMigrate(wctx)
+		if err != nil || finalStatus(mi.Status) {
+			return
+		}
+		select {
+		case <-wctx.Done():
+			return
+		case <-time.After(stateSettleInterval):
+		}
+	}
+}
+
+// ensureSourceRunning resumes a source that a failed switchover left
+// stopped. QEMU resumes the source itself when the failure comes before
+// it stopped the VM; after STOP, or when the destination failed to start
+// the VM it had fully received, the source waits in "postmigrate" or
+// "paused" and only cont brings it back.
+func (r *runner) ensureSourceRunning(ctx context.Context) (bool, error) {
+	st, err := r.o.Src.QueryStatus(ctx)
+	if err != nil {
+		return false, fmt.Errorf("source: query-status: %w", err)
+	}
+	if st.Running {
+		return true, nil
+	}
+	switch st.Status {
+	case "paused", "postmigrate", "finish-migrate":
+	default:
+		return false, fmt.Errorf("source is %s, not resumable by vmigrate", st.Status)
+	}
+	if err := r.o.Src.Cont(ctx); err != nil {
+		return false, fmt.Errorf("source: cont: %w", err)
+	}
+	st, err = r.o.Src.QueryStatus(ctx)
+	if err != nil {
+		return false, fmt.Errorf("source: query-status after cont: %w", err)
+	}
+	r.o.Log.Warn("resumed the source VM after the failed migration", zap.String("status", st.Status))
+	return st.Running, nil
+}
+
+func mib(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }

@@ -1,0 +1,176 @@
+// Package scenarios holds the experiments vmigrate reproduces, each a
+// function from options to a result that can be printed or kept as JSON.
+// Demo is the main job: one migration of the built-in lab guest, checked
+// from the outside (same address, same boot, every page intact).
+package scenarios
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/vmigrate/vmigrate/guest"
+	"github.com/vmigrate/vmigrate/guest/agentapi"
+	"github.com/vmigrate/vmigrate/guest/workload"
+	"github.com/vmigrate/vmigrate/lab"
+	"github.com/vmigrate/vmigrate/migrate"
+	"github.com/vmigrate/vmigrate/qmp"
+)
+
+// DemoOptions configure Demo.
+type DemoOptions struct {
+	Image        guest.Image
+	MemBytes     int64
+	Workload     workload.Config
+	Accel        string
+	CacheDir     string
+	QEMU         string
+	Parameters   *qmp.MigrationParameters
+	PopulateWait time.Duration // how long the workload may take to fill its working set
+	Progress     func(migrate.Progress)
+	Log          *zap.Logger
+}
+
+// DemoResult is the migration's result plus what the guest showed.
+type DemoResult struct {
+	migrate.Result
+	Accel       string `json:"accel"`
+	AccelReason string `json:"accel_reason"`
+	GuestIP     string `json:"guest_ip"`
+	MemBytes    int64  `json:"mem_bytes"`
+	BootMS      int64  `json:"boot_ms"`
+
+	Workload         workload.Config `json:"workload"`
+	AchievedDirtyPPS float64         `json:"achieved_dirty_pages_per_sec"`
+
+	// SameAddress: the guest answered at GuestIP from the destination.
+	SameAddress bool `json:"same_address"`
+	// SameBoot: it is the same boot of the same guest (boot ID kept).
+	SameBoot     bool  `json:"same_boot"`
+	PagesChecked int64 `json:"pages_checked"`
+	PagesWrong   int64 `json:"pages_wrong"`
+	// Verified: the move completed and every page of the workload holds
+	// what the guest last wrote to it.
+	Verified bool `json:"verified"`
+}
+
+// ErrVerify marks a migration that completed but whose guest checks failed.
+var ErrVerify = errors.New("guest check failed")
+
+// Demo starts the lab, migrates the guest once, checks it, and tears the
+// lab down again, whatever happens.
+func Demo(ctx context.Context, o DemoOptions) (DemoResult, error) {
+	if o.Log == nil {
+		o.Log = zap.NewNop()
+	}
+	if o.PopulateWait == 0 {
+		o.PopulateWait = 10 * time.Minute
+	}
+	res := DemoResult{MemBytes: o.MemBytes, Workload: o.Workload, GuestIP: lab.GuestIP}
+	res.Status = migrate.StatusFailed
+	res.Passes = []migrate.Pass{}
+
+	l, err := lab.Up(ctx, lab.Config{
+		Image: o.Image, MemBytes: o.MemBytes, Workload: o.Workload, Accel: o.Accel,
+		QEMU: o.QEMU, CacheDir: o.CacheDir, Log: o.Log,
+	})
+	if err != nil {
+		res.Error = err.Error()
+		return res, err
+	}
+	defer l.Down()
+	res.Accel, res.AccelReason, res.BootMS = l.Accel.Accel, l.Accel.Reason, l.BootTime.Milliseconds()
+
+	before, err := waitPopulated(ctx, l.Guest, o.Workload, o.PopulateWait, o.Log)
+	if err != nil {
+		res.Error = err.Error()
+		return res, err
+	}
+	res.AchievedDirtyPPS = before.Workload.AchievedPagesPerSec
+
+	src, dst, err := dialLab(ctx, l)
+	if err != nil {
+		res.Error = err.Error()
+		return res, err
+	}
+	defer src.Close()
+	defer dst.Close()
+	mres, err := migrate.Run(ctx, migrate.Options{
+		Src: src, Dst: dst, IncomingURI: l.IncomingURI, RelayDir: l.Dir,
+		Parameters: o.Parameters, Progress: o.Progress, Log: o.Log,
+	})
+	res.Result = mres
+	if err != nil {
+		return res, err
+	}
+	return res, checkGuest(ctx, l, before, &res)
+}
+
+// waitPopulated waits until the workload has filled its working set, so
+// the migration moves a guest in its steady state.
+func waitPopulated(ctx context.Context, g *guest.Client, w workload.Config, limit time.Duration, log *zap.Logger) (agentapi.Status, error) {
+	wctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	for {
+		st, err := g.Status(wctx)
+		if err == nil && (w.Name != workload.MemDirty || st.Workload.Populated) {
+			return st, nil
+		}
+		select {
+		case <-wctx.Done():
+			if err == nil {
+				err = errors.New("working set not filled yet")
+			}
+			return st, fmt.Errorf("demo: waiting for the guest workload: %w (%v)", err, wctx.Err())
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+func dialLab(ctx context.Context, l *lab.Lab) (*qmp.Client, *qmp.Client, error) {
+	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	src, err := qmp.Dial(dctx, l.Src.Spec.QMP)
+	if err != nil {
+		return nil, nil, fmt.Errorf("demo: source QMP: %w", err)
+	}
+	dst, err := qmp.Dial(dctx, l.Dst.Spec.QMP)
+	if err != nil {
+		src.Close()
+		return nil, nil, fmt.Errorf("demo: destination QMP: %w", err)
+	}
+	return src, dst, nil
+}
+
+// checkGuest asks the guest, at its one address, whether it is the same
+// boot and whether its memory is intact.
+func checkGuest(ctx context.Context, l *lab.Lab, before agentapi.Status, res *DemoResult) error {
+	cctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	after, err := l.Guest.Status(cctx)
+	if err != nil {
+		return fmt.Errorf("%w: guest at %s does not answer after the move: %v", ErrVerify, l.GuestIP, err)
+	}
+	res.SameAddress = true
+	res.SameBoot = after.BootID == before.BootID
+	if !res.SameBoot {
+		return fmt.Errorf("%w: guest at %s has boot ID %s, was %s: it rebooted", ErrVerify, l.GuestIP, after.BootID, before.BootID)
+	}
+	if res.Workload.Name != workload.MemDirty {
+		res.Verified = true
+		return nil
+	}
+	v, err := l.Guest.Verify(cctx)
+	if err != nil {
+		return fmt.Errorf("%w: /verify: %v", ErrVerify, err)
+	}
+	res.PagesChecked, res.PagesWrong = v.PagesChecked, v.PagesWrong
+	res.Verified = v.PagesWrong == 0 && v.PagesChecked > 0
+	if !res.Verified {
+		return fmt.Errorf("%w: /verify checked %d pages, %d wrong (first %d)", ErrVerify, v.PagesChecked, v.PagesWrong, v.FirstWrong)
+	}
+	return nil
+}
