@@ -20,6 +20,7 @@ the same address from the destination and that /verify finds every page
 intact, prints a report and tears everything down. Needs root.`,
 		Flags: append(guestFlags(),
 			&cli.BoolFlag{Name: "json", Usage: "print one JSON object with the result"},
+			unsafeTCGFlag,
 		),
 		Action: func(c *cli.Context) error {
 			e := getEnv(c)
@@ -31,6 +32,7 @@ intact, prints a report and tears everything down. Needs root.`,
 			res, err := scenarios.Demo(e.ctx, scenarios.DemoOptions{
 				Image: cfg.Image, MemBytes: cfg.MemBytes, Workload: cfg.Workload, Accel: cfg.Accel,
 				CacheDir: cfg.CacheDir, QEMU: cfg.QEMU, Progress: prog.update, Log: e.log,
+				AllowUnsafeTCG: c.Bool("allow-unsafe-tcg"),
 			})
 			prog.done()
 			if err != nil && res.Error == "" {
@@ -56,6 +58,9 @@ func printDemo(w io.Writer, r scenarios.DemoResult) {
 		humanBytes(r.MemBytes), r.GuestIP, r.Workload.Name, r.Accel)
 	if r.AccelReason != "" {
 		fmt.Fprintf(w, "  accelerator: %s\n", r.AccelReason)
+	}
+	if r.QEMU.Binary != "" {
+		fmt.Fprintf(w, "  QEMU %s: %s\n", r.QEMU.Version, r.QEMU.Reason)
 	}
 	if r.AchievedDirtyPPS > 0 {
 		fmt.Fprintf(w, "  guest dirtied %.0f pages/s (target %d)\n", r.AchievedDirtyPPS, r.Workload.PagesPerSec)

@@ -19,7 +19,7 @@ func guestFlags() []cli.Flag {
 		&cli.StringFlag{Name: "mem", Value: "512M", Usage: "guest RAM, e.g. 512M, 1G, 2G"},
 		&cli.StringFlag{Name: "workload", Value: "memdirty", Usage: "idle, or memdirty[:wss=SIZE,rate=PAGES/S,bpp=BYTES,hot=FRACTION/WEIGHT] (defaults: half of RAM, 5000, 8, uniform)"},
 		&cli.StringFlag{Name: "accel", Value: "auto", Usage: "auto (KVM only if the guest really boots under it), kvm or tcg"},
-		&cli.StringFlag{Name: "qemu", Value: "qemu-system-x86_64", Usage: "QEMU binary"},
+		&cli.StringFlag{Name: "qemu", Usage: "QEMU binary (default: the system's; for a TCG lab on QEMU < 9.0, the QEMU 10.0 that make deps unpacks)"},
 	}
 }
 
@@ -103,6 +103,7 @@ exit, on Ctrl-C and on failure. Needs root.`,
 
 func printLab(w io.Writer, l *lab.Lab) {
 	fmt.Fprintf(w, "lab up (accelerator %s: %s), boot %.1f s\n", l.Accel.Accel, l.Accel.Reason, l.BootTime.Seconds())
+	fmt.Fprintf(w, "  QEMU             %s %s (%s)\n", l.QEMU.Binary, l.QEMU.Version, l.QEMU.Reason)
 	fmt.Fprintf(w, "  source QMP       %s\n", l.Src.Spec.QMP)
 	fmt.Fprintf(w, "  destination QMP  %s  (incoming: defer)\n", l.Dst.Spec.QMP)
 	fmt.Fprintf(w, "  guest            http://%s/  from namespace %s\n", l.GuestIP, l.Netns.Name)

@@ -31,7 +31,7 @@ func buildBinary(t *testing.T) string {
 func TestLabInterruptCleansUp(t *testing.T) {
 	labtest.Image(t)
 	bin := buildBinary(t)
-	cmd := exec.Command(bin, "lab", "--mem", "256M", "--workload", "idle", "--accel", "tcg", "--qemu", labtest.QEMU())
+	cmd := exec.Command(bin, "lab", "--mem", "256M", "--workload", "idle", "--accel", "tcg")
 	cmd.Env = append(os.Environ(), "VMIGRATE_CACHE="+labtest.CacheDir())
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	stdout, err := cmd.StdoutPipe()

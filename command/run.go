@@ -37,6 +37,7 @@ the source could not be confirmed running.`,
 			&cli.DurationFlag{Name: "poll", Value: migrate.DefaultPollInterval, Usage: "how often to read QEMU's counters"},
 			&cli.Uint64Flag{Name: "max-bandwidth", Usage: "QEMU's max-bandwidth for pre-copy, MiB/s (default: leave QEMU's)"},
 			&cli.Uint64Flag{Name: "downtime-limit", Usage: "QEMU's downtime-limit in ms (default: leave QEMU's)"},
+			unsafeTCGFlag,
 		},
 		Action: func(c *cli.Context) error {
 			e := getEnv(c)
@@ -79,7 +80,7 @@ the source could not be confirmed running.`,
 			prog := newProgressLine(e.stderr, true)
 			res, err := migrate.Run(e.ctx, migrate.Options{
 				Src: src, Dst: dst, IncomingURI: incoming, RelayDir: relayDir,
-				Parameters: params, PollInterval: c.Duration("poll"),
+				Parameters: params, PollInterval: c.Duration("poll"), AllowUnsafeTCG: c.Bool("allow-unsafe-tcg"),
 				Progress: prog.update, Log: e.log,
 			})
 			prog.done()
@@ -94,6 +95,8 @@ the source could not be confirmed running.`,
 		},
 	}
 }
+
+var unsafeTCGFlag = &cli.BoolFlag{Name: "allow-unsafe-tcg", Usage: "migrate a TCG guest even on QEMU < 9.0, which loses guest writes during the migration"}
 
 // dialBoth connects to both monitors; an error names the side.
 func dialBoth(ctx context.Context, srcAddr, dstAddr string, timeout time.Duration) (*qmp.Client, *qmp.Client, error) {

@@ -60,7 +60,7 @@ type Config struct {
 	CPUs        int
 	Workload    workload.Config
 	Accel       string // auto, kvm or tcg
-	QEMU        string // binary; default qemu-system-x86_64
+	QEMU        string // binary; empty chooses (ChooseQEMU)
 	Machine     string // default q35
 	CacheDir    string // where the accelerator probe's answer is kept
 	BootTimeout time.Duration
@@ -72,6 +72,7 @@ type Lab struct {
 	Dir         string
 	Netns       *Netns
 	Accel       AccelChoice
+	QEMU        QEMUChoice
 	GuestIP     string
 	Src, Dst    *VM
 	IncomingURI string        // where the destination listens for the stream
@@ -88,17 +89,18 @@ func Up(ctx context.Context, cfg Config) (l *Lab, err error) {
 	if cfg.Log == nil {
 		cfg.Log = zap.NewNop()
 	}
-	if cfg.QEMU == "" {
-		cfg.QEMU = "qemu-system-x86_64"
-	}
 	if cfg.BootTimeout == 0 {
 		cfg.BootTimeout = DefaultBootTimeout
 	}
 	if os.Geteuid() != 0 {
 		return nil, ErrNotRoot
 	}
-	if _, err := exec.LookPath(cfg.QEMU); err != nil {
-		return nil, fmt.Errorf("%s not found: install QEMU (apt-get install qemu-system-x86, or make deps)", cfg.QEMU)
+	probeBin := cfg.QEMU
+	if probeBin == "" {
+		probeBin = SystemQEMU
+	}
+	if _, err := exec.LookPath(probeBin); err != nil {
+		return nil, fmt.Errorf("%s not found: install QEMU (apt-get install qemu-system-x86, or make deps)", probeBin)
 	}
 	if _, err := exec.LookPath("ip"); err != nil {
 		return nil, fmt.Errorf("ip not found: install iproute2 (make deps)")
@@ -115,19 +117,26 @@ func Up(ctx context.Context, cfg Config) (l *Lab, err error) {
 		cfg.Log.Info("removed namespaces of earlier labs that were not cleaned up", zap.Strings("netns", removed))
 	}
 
-	accel, err := ChooseAccel(ctx, cfg.Accel, cfg.QEMU, cfg.Image, cfg.CacheDir, cfg.Log)
+	accel, err := ChooseAccel(ctx, cfg.Accel, probeBin, cfg.Image, cfg.CacheDir, cfg.Log)
 	if err != nil {
 		return nil, fmt.Errorf("choose accelerator: %w", err)
 	}
 	if accel.Accel == AccelTCG && accel.Probed {
 		cfg.Log.Warn("FALLING BACK TO TCG (software emulation): "+accel.Reason, zap.String("accel", "tcg"))
 	}
+	qemu, err := ChooseQEMU(ctx, cfg.QEMU, accel.Accel, cfg.CacheDir)
+	if err != nil {
+		return nil, fmt.Errorf("choose QEMU: %w", err)
+	}
+	if qemu.Reason != "requested" && qemu.Reason != "the system's" {
+		cfg.Log.Warn("QEMU for the lab: "+qemu.Reason, zap.String("qemu", qemu.Version))
+	}
 
 	dir, err := os.MkdirTemp("", "vml")
 	if err != nil {
 		return nil, fmt.Errorf("lab: %w", err)
 	}
-	l = &Lab{Dir: dir, Accel: accel, GuestIP: GuestIP, log: cfg.Log, IncomingURI: "unix:" + filepath.Join(dir, "incoming.sock")}
+	l = &Lab{Dir: dir, Accel: accel, QEMU: qemu, GuestIP: GuestIP, log: cfg.Log, IncomingURI: "unix:" + filepath.Join(dir, "incoming.sock")}
 	defer func() {
 		if err != nil {
 			l.Down()
@@ -147,7 +156,7 @@ func Up(ctx context.Context, cfg Config) (l *Lab, err error) {
 	}
 
 	base := VMSpec{
-		Binary: cfg.QEMU, Machine: cfg.Machine, Accel: accel.Accel, MemBytes: cfg.MemBytes, CPUs: cfg.CPUs,
+		Binary: qemu.Binary, Machine: cfg.Machine, Accel: accel.Accel, MemBytes: cfg.MemBytes, CPUs: cfg.CPUs,
 		Kernel: cfg.Image.Kernel, Initrd: cfg.Image.Initrd, MAC: GuestMAC,
 		Append: guest.KernelArgs(GuestIP, guestPfx, cfg.Workload),
 	}
@@ -181,7 +190,7 @@ func Up(ctx context.Context, cfg Config) (l *Lab, err error) {
 		return l, fmt.Errorf("lab: boot: %w", err)
 	}
 	l.BootTime = time.Since(start)
-	cfg.Log.Info("lab up", zap.String("accel", accel.Accel), zap.String("guest", GuestIP),
+	cfg.Log.Info("lab up", zap.String("accel", accel.Accel), zap.String("qemu", qemu.Version), zap.String("guest", GuestIP),
 		zap.String("src_qmp", src.QMP), zap.String("dst_qmp", dst.QMP), zap.Duration("boot", l.BootTime))
 	return l, nil
 }

@@ -197,3 +197,40 @@ func TestCancelLeavesSourceRunning(t *testing.T) {
 	}
 	verifyIntact(t, l)
 }
+
+// On QEMU before 9.0 a TCG source is refused unless the caller accepts the
+// risk: its dirty tracking loses guest writes. Runs on the system's QEMU.
+func TestUnsafeTCGRefused(t *testing.T) {
+	cfg := labtest.Config(t, 256<<20, workload.Config{Name: workload.Idle})
+	cfg.QEMU = lab.SystemQEMU
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	if major, _, v, err := lab.QEMUVersion(ctx, cfg.QEMU); err != nil || major >= lab.TCGSafeMajor {
+		t.Skipf("system QEMU %s (%v) is not affected", v, err)
+	}
+	l := labtest.Start(t, cfg)
+	src, dst := dial(t, l)
+	before, err := l.Guest.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = migrate.Run(ctx, migrate.Options{Src: src, Dst: dst, IncomingURI: l.IncomingURI, RelayDir: l.Dir, Log: zaptest.NewLogger(t)})
+	var me *migrate.Error
+	if !errors.As(err, &me) || me.Stage != migrate.StagePreflight || !errors.Is(err, migrate.ErrUnsafeTCG) {
+		t.Fatalf("err = %v, want a preflight ErrUnsafeTCG", err)
+	}
+	if s := sourceStatus(t, src); s != "running" {
+		t.Fatalf("source %q after the refusal", s)
+	}
+	if s := sourceStatus(t, dst); s != "inmigrate" {
+		t.Fatalf("destination %q after the refusal", s)
+	}
+	res, err := migrate.Run(ctx, migrate.Options{Src: src, Dst: dst, IncomingURI: l.IncomingURI, RelayDir: l.Dir, AllowUnsafeTCG: true, Log: zaptest.NewLogger(t)})
+	if err != nil || res.Status != migrate.StatusCompleted {
+		t.Fatalf("with AllowUnsafeTCG: %v", err)
+	}
+	after, err := l.Guest.Status(ctx)
+	if err != nil || after.BootID != before.BootID {
+		t.Fatalf("idle guest after the move: %+v, %v", after, err)
+	}
+}

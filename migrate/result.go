@@ -113,4 +113,5 @@ var (
 	ErrSwapped          = errors.New("source and destination look swapped")
 	ErrBusy             = errors.New("a migration is already under way on the source")
 	ErrDestLost         = errors.New("destination did not start the VM")
+	ErrUnsafeTCG        = errors.New("refusing a migration that would corrupt guest memory")
 )

@@ -60,11 +60,14 @@ type Options struct {
 	// stream_bytes is exact. Both QEMUs must be on this host.
 	RelayDir string
 	// Parameters are applied to the source before it starts.
-	Parameters   *qmp.MigrationParameters
-	PollInterval time.Duration
-	StartTimeout time.Duration // how long the destination may take to run after completion
-	Progress     func(Progress)
-	Log          *zap.Logger
+	Parameters *qmp.MigrationParameters
+	// AllowUnsafeTCG migrates a TCG guest even on a QEMU older than 9.0,
+	// whose TCG dirty tracking loses guest writes (see ErrUnsafeTCG).
+	AllowUnsafeTCG bool
+	PollInterval   time.Duration
+	StartTimeout   time.Duration // how long the destination may take to run after completion
+	Progress       func(Progress)
+	Log            *zap.Logger
 }
 
 // runner is the state of one Run.
@@ -217,6 +220,9 @@ func (r *runner) preflight(ctx context.Context) error {
 	case dst.Status != "inmigrate":
 		return fmt.Errorf("destination: %w (status %s): start its QEMU with -incoming defer", ErrDestNotIncoming, dst.Status)
 	}
+	if err := r.checkTCG(ctx); err != nil {
+		return err
+	}
 	mi, err := r.o.Src.QueryMigrate(ctx)
 	if err != nil {
 		return fmt.Errorf("source: query-migrate: %w", err)
@@ -239,6 +245,24 @@ func (r *runner) preflight(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// checkTCG refuses a source that would corrupt the guest: TCG on a QEMU
+// before 9.0 loses guest writes made between a dirty-bitmap sync and the
+// next TCG TLB flush, so they never reach the destination.
+func (r *runner) checkTCG(ctx context.Context) error {
+	v := r.o.Src.Version()
+	if r.o.AllowUnsafeTCG || v.AtLeast(9, 0) {
+		return nil
+	}
+	k, err := r.o.Src.QueryKVM(ctx)
+	if err != nil {
+		return fmt.Errorf("source: query-kvm: %w", err)
+	}
+	if k.Enabled {
+		return nil
+	}
+	return fmt.Errorf("source: %w: QEMU %s runs this VM under TCG, and QEMU before 9.0 loses guest writes during a TCG live migration (the dirty bitmap sync leaves TCG's TLB stale); use KVM or QEMU 9.0 or later, or --allow-unsafe-tcg to migrate anyway", ErrUnsafeTCG, v)
 }
 
 // monitor follows the source until its migration reaches a final state.

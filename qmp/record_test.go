@@ -73,7 +73,7 @@ func TestRecord(t *testing.T) {
 	save(c, rec, "errors.jsonl")
 
 	c, rec = dial(incoming, "query-status on a VM started with -incoming defer")
-	if _, err := scenarioStatusIncoming(ctx, c); err != nil {
+	if _, _, err := scenarioStatusIncoming(ctx, c); err != nil {
 		t.Fatal(err)
 	}
 	save(c, rec, "status-incoming.jsonl")

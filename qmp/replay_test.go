@@ -112,12 +112,15 @@ func TestReplayStatusRunning(t *testing.T) {
 
 func TestReplayStatusIncoming(t *testing.T) {
 	c := replay(t, "status-incoming.jsonl")
-	s, err := scenarioStatusIncoming(testCtx(t), c)
+	s, k, err := scenarioStatusIncoming(testCtx(t), c)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if s != (StatusInfo{Status: RunStateInMigrate, Running: false}) {
 		t.Errorf("query-status = %+v, want inmigrate, not running", s)
+	}
+	if k.Enabled {
+		t.Errorf("query-kvm = %+v, want KVM not enabled (recorded under TCG)", k)
 	}
 }
 

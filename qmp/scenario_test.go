@@ -67,9 +67,15 @@ func scenarioStatusRunning(ctx context.Context, c *Client) (r statusRunResult, e
 	return r, err
 }
 
-// scenarioStatusIncoming: query-status on a VM waiting for a migration.
-func scenarioStatusIncoming(ctx context.Context, c *Client) (StatusInfo, error) {
-	return c.QueryStatus(ctx)
+// scenarioStatusIncoming: query-status and query-kvm on a VM waiting for a
+// migration (recorded under TCG).
+func scenarioStatusIncoming(ctx context.Context, c *Client) (StatusInfo, KVMInfo, error) {
+	s, err := c.QueryStatus(ctx)
+	if err != nil {
+		return s, KVMInfo{}, err
+	}
+	k, err := c.QueryKVM(ctx)
+	return s, k, err
 }
 
 type errorsResult struct {

@@ -49,3 +49,17 @@ func (c *Client) Quit(ctx context.Context) error {
 	}
 	return err
 }
+
+// KVMInfo is the reply of query-kvm: whether the VM runs under KVM
+// (Enabled) and whether KVM is available to this QEMU (Present).
+type KVMInfo struct {
+	Enabled bool `json:"enabled"`
+	Present bool `json:"present"`
+}
+
+// QueryKVM reports whether the VM is accelerated by KVM; false means TCG.
+func (c *Client) QueryKVM(ctx context.Context) (KVMInfo, error) {
+	var k KVMInfo
+	err := c.Execute(ctx, "query-kvm", nil, &k)
+	return k, err
+}

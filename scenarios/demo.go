@@ -22,26 +22,28 @@ import (
 
 // DemoOptions configure Demo.
 type DemoOptions struct {
-	Image        guest.Image
-	MemBytes     int64
-	Workload     workload.Config
-	Accel        string
-	CacheDir     string
-	QEMU         string
-	Parameters   *qmp.MigrationParameters
-	PopulateWait time.Duration // how long the workload may take to fill its working set
-	Progress     func(migrate.Progress)
-	Log          *zap.Logger
+	Image          guest.Image
+	MemBytes       int64
+	Workload       workload.Config
+	Accel          string
+	CacheDir       string
+	QEMU           string
+	Parameters     *qmp.MigrationParameters
+	AllowUnsafeTCG bool
+	PopulateWait   time.Duration // how long the workload may take to fill its working set
+	Progress       func(migrate.Progress)
+	Log            *zap.Logger
 }
 
 // DemoResult is the migration's result plus what the guest showed.
 type DemoResult struct {
 	migrate.Result
-	Accel       string `json:"accel"`
-	AccelReason string `json:"accel_reason"`
-	GuestIP     string `json:"guest_ip"`
-	MemBytes    int64  `json:"mem_bytes"`
-	BootMS      int64  `json:"boot_ms"`
+	Accel       string         `json:"accel"`
+	AccelReason string         `json:"accel_reason"`
+	QEMU        lab.QEMUChoice `json:"qemu"`
+	GuestIP     string         `json:"guest_ip"`
+	MemBytes    int64          `json:"mem_bytes"`
+	BootMS      int64          `json:"boot_ms"`
 
 	Workload         workload.Config `json:"workload"`
 	AchievedDirtyPPS float64         `json:"achieved_dirty_pages_per_sec"`
@@ -82,7 +84,7 @@ func Demo(ctx context.Context, o DemoOptions) (DemoResult, error) {
 		return res, err
 	}
 	defer l.Down()
-	res.Accel, res.AccelReason, res.BootMS = l.Accel.Accel, l.Accel.Reason, l.BootTime.Milliseconds()
+	res.Accel, res.AccelReason, res.BootMS, res.QEMU = l.Accel.Accel, l.Accel.Reason, l.BootTime.Milliseconds(), l.QEMU
 
 	before, err := waitPopulated(ctx, l.Guest, o.Workload, o.PopulateWait, o.Log)
 	if err != nil {
@@ -100,7 +102,7 @@ func Demo(ctx context.Context, o DemoOptions) (DemoResult, error) {
 	defer dst.Close()
 	mres, err := migrate.Run(ctx, migrate.Options{
 		Src: src, Dst: dst, IncomingURI: l.IncomingURI, RelayDir: l.Dir,
-		Parameters: o.Parameters, Progress: o.Progress, Log: o.Log,
+		Parameters: o.Parameters, Progress: o.Progress, Log: o.Log, AllowUnsafeTCG: o.AllowUnsafeTCG,
 	})
 	res.Result = mres
 	if err != nil {

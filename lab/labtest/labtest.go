@@ -39,8 +39,8 @@ func Image(t testing.TB) guest.Image {
 	if os.Geteuid() != 0 {
 		Unavailable(t, "not root")
 	}
-	if _, err := exec.LookPath(QEMU()); err != nil {
-		Unavailable(t, QEMU()+" not installed")
+	if _, err := exec.LookPath(lab.SystemQEMU); err != nil {
+		Unavailable(t, lab.SystemQEMU+" not installed")
 	}
 	img, err := guest.Find(context.Background(), guest.BuildOptions{CacheDir: CacheDir() + "/guest"})
 	if err != nil {
@@ -49,14 +49,9 @@ func Image(t testing.TB) guest.Image {
 	return img
 }
 
-// QEMU is the binary under test: $VMIGRATE_QEMU (make test-qemu10 points
-// it at QEMU 10.0), else the system's.
-func QEMU() string {
-	if q := os.Getenv("VMIGRATE_QEMU"); q != "" {
-		return q
-	}
-	return "qemu-system-x86_64"
-}
+// QEMU is the binary under test: $VMIGRATE_QEMU, else empty, which lets
+// the lab choose (QEMU 10.0 for TCG when the system's is older than 9.0).
+func QEMU() string { return os.Getenv("VMIGRATE_QEMU") }
 
 // CacheDir is where tests find the guest image: the same place the
 // vmigrate binary uses.
