@@ -174,6 +174,7 @@ func TestRunBadInputChangesNothing(t *testing.T) {
 		if err := c.Stop(ctx); err != nil {
 			t.Fatal(err)
 		}
+		c.Close() // QEMU serves one QMP client at a time
 		code, _, stderr := vmigrate(t, "run", "--src-qmp", src, "--dst-qmp", dst)
 		if code != ExitUsage || !strings.Contains(stderr, "source VM is not running (status paused)") {
 			t.Errorf("exit %d, stderr %q", code, stderr)
@@ -181,8 +182,26 @@ func TestRunBadInputChangesNothing(t *testing.T) {
 		if s := states(t, l); s.src != "paused" || s.dst != "inmigrate" || (s.dstMigration != "" && s.dstMigration != "none") {
 			t.Errorf("state %+v after refusing a paused source", s)
 		}
+		if c, err = qmp.Dial(ctx, src); err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
 		if err := c.Cont(ctx); err != nil {
 			t.Fatal(err)
+		}
+	})
+
+	t.Run("monitor held by another client", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		c, err := qmp.Dial(ctx, dst)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		code, _, stderr := vmigrate(t, "run", "--src-qmp", src, "--dst-qmp", dst, "--connect-timeout", "1s")
+		if code != ExitUsage || !strings.Contains(stderr, "busy with another client") {
+			t.Errorf("exit %d, stderr %q", code, stderr)
 		}
 	})
 

@@ -122,6 +122,8 @@ func Run(ctx context.Context, o Options) (Result, error) {
 		return r.res, err
 	}
 	r.res.Status = StatusCompleted
+	r.phase = PhaseCompleted
+	r.emit(Progress{TransferredBytes: r.res.RAMTransferred, TotalBytes: r.res.RAMBytes})
 	return r.res, nil
 }
 
@@ -351,8 +353,8 @@ func (r *runner) onStatus(ctx context.Context, status string) (done bool, err er
 		if err != nil {
 			return true, r.fail(ctx, StageAfter, fmt.Errorf("source: query-migrate: %w", err))
 		}
-		r.absorb(mi)
 		r.phase = PhaseCompleted
+		r.absorb(mi)
 		return true, nil
 	case "failed":
 		mi, _ := r.o.Src.QueryMigrate(ctx)

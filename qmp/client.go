@@ -115,7 +115,9 @@ func handshake(ctx context.Context, conn net.Conn) (*Client, error) {
 		return nil, fmt.Errorf("%w: no greeting: %w", ErrNotQMP, c.cause)
 	case <-ctx.Done():
 		c.shutdown(nil)
-		return nil, fmt.Errorf("%w: no greeting: %w", ErrNotQMP, ctx.Err())
+		// Silence is also what a busy monitor looks like: QEMU greets a
+		// second client on one QMP socket only after the first leaves.
+		return nil, fmt.Errorf("%w (or a monitor busy with another client: QEMU serves one at a time): no greeting: %w", ErrNotQMP, ctx.Err())
 	}
 	if err := c.Execute(ctx, "qmp_capabilities", nil, nil); err != nil {
 		c.shutdown(nil)

@@ -2,6 +2,7 @@ package qmp
 
 import (
 	"bytes"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -123,7 +124,10 @@ func startQEMU(t *testing.T, bin, dir, name string, incoming bool) *testVM {
 	})
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		if _, err := os.Stat(vm.Sock); err == nil {
+		// The socket file exists from bind(); only a connection shows
+		// QEMU listens.
+		if c, err := net.Dial("unix", vm.Sock); err == nil {
+			c.Close()
 			return vm
 		}
 		select {
