@@ -118,7 +118,9 @@ func waitPopulated(ctx context.Context, g *guest.Client, w workload.Config, limi
 	defer cancel()
 	for {
 		st, err := g.Status(wctx)
-		if err == nil && (w.Name != workload.MemDirty || st.Workload.Populated) {
+		// Populated, and dirtying long enough for a measured rate: the
+		// guest is in its steady state.
+		if err == nil && (w.Name != workload.MemDirty || st.Workload.Populated && st.Workload.AchievedPagesPerSec > 0) {
 			return st, nil
 		}
 		select {
