@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Unpacks QEMU 10.0 from bookworm-backports beside the system's QEMU 7.2
 # (into the cache, without installing it) and prints the binary's path.
-# Used by `make test-qemu10`; see docs/qemu-versions.md.
+# Run by `make deps`; see docs/qemu-versions.md.
 set -euo pipefail
 cache=${VMIGRATE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/vmigrate}
 dest=$cache/qemu10
@@ -27,9 +27,9 @@ SRC
 fi
 rm -rf "$dest.tmp" && mkdir -p "$dest.tmp/debs" "$dest.tmp/root"
 cd "$dest.tmp/debs"
-apt-get download -qq qemu-system-x86/bookworm-backports qemu-system-common/bookworm-backports \
+apt-get download -qq -o APT::Sandbox::User=root qemu-system-x86/bookworm-backports qemu-system-common/bookworm-backports \
 	qemu-system-data/bookworm-backports seabios/bookworm-backports >&2 ||
-	apt-get download -qq qemu-system-x86/bookworm-backports qemu-system-common/bookworm-backports \
+	apt-get download -qq -o APT::Sandbox::User=root qemu-system-x86/bookworm-backports qemu-system-common/bookworm-backports \
 		qemu-system-data/bookworm-backports >&2
 for d in *.deb; do dpkg-deb -x "$d" ../root; done
 cd - >/dev/null
@@ -40,5 +40,5 @@ if [ -n "$missing" ]; then
 	exit 1
 fi
 rm -rf "$dest" && mv "$dest.tmp" "$dest"
-"$bin" --version >&2
+
 echo "$bin"
