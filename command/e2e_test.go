@@ -36,24 +36,33 @@ func vmigrate(t *testing.T, args ...string) (int, string, string) {
 // (status prelaunch) and returns its QMP socket.
 func bareQEMU(t *testing.T) string {
 	t.Helper()
-	dir := t.TempDir()
-	sock := filepath.Join(dir, "q")
-	cmd := exec.Command(lab.SystemQEMU, "-machine", "q35", "-accel", "tcg", "-m", "64M",
-		"-nodefaults", "-display", "none", "-S", "-qmp", "unix:"+sock+",server=on,wait=off")
+	sock := filepath.Join(t.TempDir(), "q")
+	plainQEMU(t, "unix", sock, "-S")
+	return sock
+}
+
+// plainQEMU starts a QEMU with no guest (its BIOS idles) and QMP on network
+// (unix or tcp) at addr, and returns once QMP accepts connections.
+func plainQEMU(t *testing.T, network, addr string, extra ...string) {
+	t.Helper()
+	args := append([]string{"-machine", "q35", "-accel", "tcg", "-m", "64M", "-nodefaults", "-display", "none",
+		"-qmp", network + ":" + addr + ",server=on,wait=off"}, extra...)
+	cmd := exec.Command(lab.SystemQEMU, args...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	for i := 0; i < 200; i++ {
-		if c, err := net.Dial("unix", sock); err == nil {
+	for i := 0; i < 400; i++ {
+		if c, err := net.Dial(network, addr); err == nil {
 			c.Close()
-			return sock
+			return
 		}
 		time.Sleep(25 * time.Millisecond)
 	}
-	t.Fatal("bare QEMU never opened its QMP socket")
-	return ""
+	t.Fatalf("QEMU never listened on %s %s: %s", network, addr, stderr.String())
 }
 
 // impostor serves a unix socket with something that is not QMP.

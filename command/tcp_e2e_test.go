@@ -4,13 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
-	"os/exec"
-	"strings"
-	"syscall"
 	"testing"
-	"time"
 
-	"github.com/vmigrate/vmigrate/lab"
 	"github.com/vmigrate/vmigrate/lab/labtest"
 	"github.com/vmigrate/vmigrate/migrate"
 )
@@ -25,33 +20,17 @@ func freePort(t *testing.T) int {
 	return ln.Addr().(*net.TCPAddr).Port
 }
 
-// emptyVM starts a QEMU with no guest (its BIOS idles) whose QMP listens
-// on TCP, as a remote host's would.
+// emptyVM starts a guestless QEMU whose QMP listens on TCP, as a remote
+// host's would.
 func emptyVM(t *testing.T, incoming bool) string {
 	t.Helper()
 	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	args := []string{"-machine", "q35", "-accel", "tcg", "-m", "64M", "-nodefaults", "-display", "none",
-		"-qmp", "tcp:" + addr + ",server=on,wait=off"}
+	var extra []string
 	if incoming {
-		args = append(args, "-incoming", "defer")
+		extra = []string{"-incoming", "defer"}
 	}
-	cmd := exec.Command(lab.SystemQEMU, args...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	for i := 0; i < 400; i++ {
-		if c, err := net.Dial("tcp", addr); err == nil {
-			c.Close()
-			return "tcp:" + addr
-		}
-		time.Sleep(25 * time.Millisecond)
-	}
-	t.Fatalf("QEMU never listened on %s: %s", addr, stderr.String())
-	return ""
+	plainQEMU(t, "tcp", addr, extra...)
+	return "tcp:" + addr
 }
 
 // QMP over TCP, and a destination told to listen on port 0: vmigrate
