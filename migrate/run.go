@@ -77,7 +77,8 @@ type runner struct {
 	res    Result
 	pass   int
 	phase  Phase
-	prevRS int64 // last ram.remaining seen, for progress
+	// relayErr reports the relay's failure, if a relay is in the path.
+	relayErr func() error
 }
 
 // Run migrates the VM from o.Src to o.Dst. The Result is filled in
@@ -167,7 +168,16 @@ func (r *runner) run(ctx context.Context) error {
 		rctx, stopRelay := context.WithCancel(context.WithoutCancel(ctx))
 		defer stopRelay()
 		defer relay.Close()
-		go relay.Serve(rctx) // ends with the stream, or when Run returns
+		relayDone := make(chan error, 1)
+		go func() { relayDone <- relay.Serve(rctx) }() // ends with the stream, or when Run returns
+		var relayFailure error
+		r.relayErr = func() error {
+			select {
+			case relayFailure = <-relayDone:
+			default:
+			}
+			return relayFailure
+		}
 		r.o.SourceURI = relay.URI()
 		r.o.StreamBytes = relay.BytesToDest
 	}
@@ -459,6 +469,11 @@ func (r *runner) fail(ctx context.Context, stage string, cause error) error {
 	}
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
 	defer cancel()
+	if r.relayErr != nil {
+		if rerr := r.relayErr(); rerr != nil && !errors.Is(rerr, context.Canceled) {
+			cause = fmt.Errorf("%w (relay: %v)", cause, rerr)
+		}
+	}
 	e := &Error{Stage: stage, Cancelled: cancelled, Err: cause}
 
 	destRuns := false
