@@ -72,11 +72,11 @@ type Options struct {
 
 // runner is the state of one Run.
 type runner struct {
-	o      Options
-	start  time.Time
-	res    Result
-	pass   int
-	phase  Phase
+	o     Options
+	start time.Time
+	res   Result
+	pass  int
+	phase Phase
 	// relayErr reports the relay's failure, if a relay is in the path.
 	relayErr func() error
 }
