@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,6 +15,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/vmigrate/vmigrate/migrate"
+	"github.com/vmigrate/vmigrate/probe"
 	"github.com/vmigrate/vmigrate/qmp"
 )
 
@@ -38,6 +41,7 @@ the source could not be confirmed running.`,
 			&cli.Uint64Flag{Name: "max-bandwidth", Usage: "QEMU's max-bandwidth for pre-copy, MiB/s (default: leave QEMU's)"},
 			&cli.Uint64Flag{Name: "downtime-limit", Usage: "QEMU's downtime-limit in ms (default: leave QEMU's)"},
 			unsafeTCGFlag,
+			&cli.StringFlag{Name: "probe", Usage: "URL the guest answers (e.g. http://10.0.0.5/); it is requested every 10 ms during the migration to measure the downtime clients see"},
 		},
 		Action: func(c *cli.Context) error {
 			e := getEnv(c)
@@ -77,11 +81,17 @@ the source could not be confirmed running.`,
 				defer os.RemoveAll(d)
 				relayDir = d
 			}
+			var pc *probe.Config
+			if u := c.String("probe"); u != "" {
+				if pc, err = httpProbe(u); err != nil {
+					return withCode(ExitUsage, fmt.Errorf("--probe: %w", err))
+				}
+			}
 			prog := newProgressLine(e.stderr, true)
 			res, err := migrate.Run(e.ctx, migrate.Options{
 				Src: src, Dst: dst, IncomingURI: incoming, RelayDir: relayDir,
 				Parameters: params, PollInterval: c.Duration("poll"), AllowUnsafeTCG: c.Bool("allow-unsafe-tcg"),
-				Progress: prog.update, Log: e.log,
+				Progress: prog.update, Log: e.log, Probe: pc,
 			})
 			prog.done()
 			if c.Bool("json") {
@@ -132,6 +142,32 @@ func defaultIncoming(dstQMP string) string {
 	return "unix:" + filepath.Join(filepath.Dir(a), fmt.Sprintf("vmigrate-incoming-%d.sock", os.Getpid()))
 }
 
+// httpProbe probes a URL with GET, each request on a new connection, as a
+// new client would arrive.
+func httpProbe(raw string) (*probe.Config, error) {
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("%q is not an http(s) URL", raw)
+	}
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	return &probe.Config{Send: func(ctx context.Context) error {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, raw, nil)
+		if err != nil {
+			return err
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			return err
+		}
+		io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<16))
+		resp.Body.Close()
+		if resp.StatusCode >= 500 {
+			return fmt.Errorf("probe: %s", resp.Status)
+		}
+		return nil
+	}}, nil
+}
+
 func checkURI(u string) error {
 	switch {
 	case strings.HasPrefix(u, "unix:") && len(u) > len("unix:"):
@@ -154,7 +190,11 @@ func printResult(w io.Writer, r migrate.Result) {
 		fmt.Fprintf(w, "error       %s\n", r.Error)
 	}
 	fmt.Fprintf(w, "total       %.2f s (QEMU %.2f s, setup %d ms)\n", float64(r.TotalMS)/1000, float64(r.QEMUTotal)/1000, r.SetupMS)
-	fmt.Fprintf(w, "downtime    %d ms (QEMU)\n", r.DowntimeMS)
+	if r.Probe != nil {
+		fmt.Fprintf(w, "downtime    %d ms (QEMU), %d ms seen by the prober (%d of %d requests answered)\n", r.DowntimeMS, r.ObservedDowntimeMS, r.Probe.Answered, r.Probe.Sent)
+	} else {
+		fmt.Fprintf(w, "downtime    %d ms (QEMU)\n", r.DowntimeMS)
+	}
 	fmt.Fprintf(w, "stream      %s (%s); RAM %s\n", humanBytes(r.StreamBytes), r.StreamBytesSource, humanBytes(r.RAMBytes))
 	fmt.Fprintf(w, "passes      %d\n", len(r.Passes))
 	for _, p := range r.Passes {

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/vmigrate/vmigrate/probe"
 )
 
 // Result statuses, as the JSON result spells them.
@@ -26,6 +28,10 @@ type Result struct {
 	QEMUTotal  int64 `json:"qemu_total_ms"` // QEMU's total-time
 	SetupMS    int64 `json:"setup_ms"`
 	DowntimeMS int64 `json:"downtime_ms"` // as QEMU reports it
+	// ObservedDowntimeMS is the longest gap between the guest's answers
+	// to the prober (Options.Probe), as a client sees it.
+	ObservedDowntimeMS int64         `json:"observed_downtime_ms,omitempty"`
+	Probe              *probe.Result `json:"probe,omitempty"`
 
 	StreamBytes       int64  `json:"stream_bytes"`        // bytes QEMU sent
 	StreamBytesSource string `json:"stream_bytes_source"` // "relay" (counted on the wire) or "qemu" (ram.transferred)

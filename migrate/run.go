@@ -31,6 +31,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/vmigrate/vmigrate/probe"
 	"github.com/vmigrate/vmigrate/qmp"
 )
 
@@ -61,6 +62,10 @@ type Options struct {
 	RelayDir string
 	// Parameters are applied to the source before it starts.
 	Parameters *qmp.MigrationParameters
+	// Probe, when set, measures the downtime a client of the guest sees:
+	// it runs from the start of the migration until the guest answers
+	// after the switchover (Result.ObservedDowntimeMS).
+	Probe *probe.Config
 	// AllowUnsafeTCG migrates a TCG guest even on a QEMU older than 9.0,
 	// whose TCG dirty tracking loses guest writes (see ErrUnsafeTCG).
 	AllowUnsafeTCG bool
@@ -185,10 +190,36 @@ func (r *runner) run(ctx context.Context) error {
 	if err := r.o.Src.Migrate(ctx, r.o.SourceURI); err != nil {
 		return r.fail(ctx, StagePrecopy, fmt.Errorf("source: migrate %s: %w", r.o.SourceURI, err))
 	}
+	var prober *probe.Prober
+	if r.o.Probe != nil {
+		prober = probe.Start(ctx, *r.o.Probe)
+		defer func() {
+			if prober != nil {
+				pr := prober.Stop()
+				r.res.Probe = &pr
+			}
+		}()
+	}
 	if err := r.monitor(ctx, cur); err != nil {
 		return err
 	}
-	return r.confirm(ctx)
+	if err := r.confirm(ctx); err != nil {
+		return err
+	}
+	if prober != nil {
+		// The gap ends with the first answer from the destination.
+		wctx, cancel := context.WithTimeout(ctx, r.o.StartTimeout)
+		answered := prober.WaitAnswer(wctx, time.Now())
+		cancel()
+		pr := prober.Stop()
+		prober = nil
+		r.res.Probe = &pr
+		r.res.ObservedDowntimeMS = pr.MaxGapMS
+		if !answered {
+			return r.fail(ctx, StageAfter, fmt.Errorf("%w: the guest does not answer the prober after the switchover", ErrDestLost))
+		}
+	}
+	return nil
 }
 
 // resolveSourceURI learns the port a destination listening on "tcp:HOST:0"

@@ -17,6 +17,7 @@ import (
 	"github.com/vmigrate/vmigrate/guest/workload"
 	"github.com/vmigrate/vmigrate/lab"
 	"github.com/vmigrate/vmigrate/migrate"
+	"github.com/vmigrate/vmigrate/probe"
 	"github.com/vmigrate/vmigrate/qmp"
 )
 
@@ -100,8 +101,13 @@ func Demo(ctx context.Context, o DemoOptions) (DemoResult, error) {
 	}
 	defer src.Close()
 	defer dst.Close()
+	pinger := &guest.Client{HTTP: l.HTTPClient(), Addr: l.GuestIP}
 	mres, err := migrate.Run(ctx, migrate.Options{
 		Src: src, Dst: dst, IncomingURI: l.IncomingURI, RelayDir: l.Dir,
+		Probe: &probe.Config{Send: func(ctx context.Context) error {
+			_, err := pinger.Ping(ctx)
+			return err
+		}},
 		Parameters: o.Parameters, Progress: o.Progress, Log: o.Log, AllowUnsafeTCG: o.AllowUnsafeTCG,
 	})
 	res.Result = mres
