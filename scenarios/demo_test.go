@@ -34,6 +34,11 @@ func TestDemo(t *testing.T) {
 	if want := int64(96 << 20 / 4096); res.PagesChecked != want || res.PagesWrong != 0 {
 		t.Errorf("pages checked %d wrong %d, want %d and 0", res.PagesChecked, res.PagesWrong, want)
 	}
+	// The prober saw the switchover: a gap at least as long as QEMU's own
+	// downtime (the guest cannot answer while stopped), and answers after.
+	if res.Probe == nil || res.Probe.Answered == 0 || res.ObservedDowntimeMS < res.DowntimeMS {
+		t.Errorf("observed downtime %d ms, QEMU %d ms, probe %+v", res.ObservedDowntimeMS, res.DowntimeMS, res.Probe)
+	}
 	if res.Accel != cfg.Accel || res.BootMS <= 0 || res.AchievedDirtyPPS <= 0 {
 		t.Errorf("accel %q boot %d ms dirty %.0f pages/s", res.Accel, res.BootMS, res.AchievedDirtyPPS)
 	}
