@@ -53,6 +53,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			demoCommand(),
 			labCommand(),
 			guestCommand(),
+			wanlinkCommand(),
 		},
 		ExitErrHandler: func(*cli.Context, error) {}, // Main maps errors to codes
 	}

@@ -82,6 +82,7 @@ type runner struct {
 	res   Result
 	pass  int
 	phase Phase
+	seen  qmp.Cursor // the last source event monitor handled
 	// relayErr reports the relay's failure, if a relay is in the path.
 	relayErr func() error
 }
@@ -312,6 +313,7 @@ func (r *runner) checkTCG(ctx context.Context) error {
 func (r *runner) monitor(ctx context.Context, cur qmp.Cursor) error {
 	evctx, stop := context.WithCancel(ctx)
 	defer stop()
+	r.seen = cur
 	events := make(chan qmp.Event, eventBacklogCapacity)
 	evErr := make(chan error, 1)
 	go func() { // exits when evctx ends or the client fails
@@ -341,27 +343,8 @@ func (r *runner) monitor(ctx context.Context, cur qmp.Cursor) error {
 			}
 			return r.fail(ctx, r.stage(), fmt.Errorf("source: QMP events: %w", err))
 		case ev := <-events:
-			switch ev.Name {
-			case qmp.EventStop:
-				r.phase = PhaseSwitchover
-				r.res.SwitchoverMS = time.Since(r.start).Milliseconds()
-			case qmp.EventMigrationPass:
-				p, err := ev.MigrationPass()
-				if err != nil {
-					continue
-				}
-				r.pass = p.Pass
-				if err := r.recordPass(ctx, p.Pass); err != nil {
-					return r.fail(ctx, r.stage(), err)
-				}
-			case qmp.EventMigration:
-				m, err := ev.Migration()
-				if err != nil {
-					continue
-				}
-				if done, err := r.onStatus(ctx, m.Status); done {
-					return err
-				}
+			if done, err := r.onEvent(ctx, ev); done {
+				return err
 			}
 		case <-tick.C:
 			mi, err := r.o.Src.QueryMigrate(ctx)
@@ -372,11 +355,64 @@ func (r *runner) monitor(ctx context.Context, cur qmp.Cursor) error {
 				return r.fail(ctx, r.stage(), fmt.Errorf("source: query-migrate: %w", err))
 			}
 			r.absorb(mi)
+			if qmp.MigrationFinished(mi.Status) {
+				// QEMU sent the events of the migration's end (its
+				// last passes, STOP) before this answer: handle them
+				// first, or the result misses them.
+				if done, err := r.drainEvents(ctx, events, evErr, r.o.Src.Cursor()); done {
+					return err
+				}
+			}
 			if done, err := r.onStatus(ctx, mi.Status); done {
 				return err
 			}
 		}
 	}
+}
+
+// onEvent reacts to one event of the source; done reports that the
+// migration has ended.
+func (r *runner) onEvent(ctx context.Context, ev qmp.Event) (done bool, err error) {
+	r.seen = qmp.Cursor(ev.Seq)
+	switch ev.Name {
+	case qmp.EventStop:
+		r.phase = PhaseSwitchover
+		r.res.SwitchoverMS = time.Since(r.start).Milliseconds()
+	case qmp.EventMigrationPass:
+		p, err := ev.MigrationPass()
+		if err != nil {
+			return false, nil
+		}
+		r.pass = p.Pass
+		if err := r.recordPass(ctx, p.Pass); err != nil {
+			return true, r.fail(ctx, r.stage(), err)
+		}
+	case qmp.EventMigration:
+		m, err := ev.Migration()
+		if err != nil {
+			return false, nil
+		}
+		return r.onStatus(ctx, m.Status)
+	}
+	return false, nil
+}
+
+// drainEvents handles the queued events up to end. If the event stream
+// has failed, the caller goes on without them.
+func (r *runner) drainEvents(ctx context.Context, events <-chan qmp.Event, evErr <-chan error, end qmp.Cursor) (done bool, err error) {
+	for r.seen < end {
+		select {
+		case ev := <-events:
+			if done, err := r.onEvent(ctx, ev); done {
+				return true, err
+			}
+		case <-evErr:
+			return false, nil
+		case <-ctx.Done():
+			return true, r.fail(ctx, r.stage(), fmt.Errorf("interrupted: %w", ctx.Err()))
+		}
+	}
+	return false, nil
 }
 
 func (r *runner) stage() string {
@@ -507,19 +543,29 @@ func (r *runner) fail(ctx context.Context, stage string, cause error) error {
 	}
 	e := &Error{Stage: stage, Cancelled: cancelled, Err: cause}
 
-	destRuns := false
-	if stage == StageAfter {
-		if st, err := r.o.Dst.QueryStatus(cctx); err == nil && st.Running {
-			destRuns = true
-		}
-	}
-	if !destRuns {
-		if mi, err := r.o.Src.QueryMigrate(cctx); err == nil && !finalStatus(mi.Status) {
+	completed := false
+	if mi, err := r.o.Src.QueryMigrate(cctx); err == nil {
+		completed = mi.Status == qmp.MigrationStatusCompleted
+		if !finalStatus(mi.Status) {
 			if err := r.o.Src.MigrateCancel(cctx); err != nil {
 				r.o.Log.Warn("source: migrate_cancel", zap.Error(err))
 			}
 			r.waitSourceMigration(cctx)
 		}
+	}
+	// Once the source completed, the destination holds the whole VM. The
+	// source is resumed only when the destination is known not to run it
+	// and never will: the VM must never run twice.
+	fate := destGone
+	if completed {
+		fate = r.destinationFate(cctx)
+	}
+	switch fate {
+	case destRunning:
+		e.Err = fmt.Errorf("%w; the VM runs on the destination", cause)
+	case destMayStart:
+		e.Err = fmt.Errorf("%w; the destination holds the VM's state and may still start it, so the source was not resumed: if the destination is gone, resume the source (QMP cont)", cause)
+	case destGone:
 		running, err := r.ensureSourceRunning(cctx)
 		if err != nil {
 			e.Err = fmt.Errorf("%w; and resuming the source failed: %v", cause, err)
@@ -533,6 +579,29 @@ func (r *runner) fail(ctx context.Context, stage string, cause error) error {
 	}
 	r.emit(Progress{})
 	return e
+}
+
+// What became of the destination after the source completed.
+const (
+	destGone     = iota // QEMU exited, or its incoming migration failed
+	destRunning         // it runs the VM
+	destMayStart        // alive and not failed: it may still start the VM
+)
+
+func (r *runner) destinationFate(ctx context.Context) int {
+	st, err := r.o.Dst.QueryStatus(ctx)
+	switch {
+	case errors.Is(err, qmp.ErrClosed):
+		return destGone
+	case err != nil:
+		return destMayStart
+	case st.Running:
+		return destRunning
+	}
+	if mi, err := r.o.Dst.QueryMigrate(ctx); err == nil && mi.Status == qmp.MigrationStatusFailed {
+		return destGone
+	}
+	return destMayStart
 }
 
 func finalStatus(s string) bool {
