@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 )
@@ -107,4 +109,88 @@ func pipe(dst, src net.Conn, n *atomic.Int64) error {
 			return err
 		}
 	}
+}
+
+// Transport carries the migration stream from the source QEMU to the
+// destination's incoming socket, and counts it. Run opens it after the
+// destination listens and closes it when the migration has ended.
+type Transport interface {
+	// Name says what the path is ("relay", "wan"), for the result.
+	Name() string
+	// Open prepares the path to the destination's incomingURI and returns
+	// the URI the source QEMU should migrate to.
+	Open(ctx context.Context, incomingURI string) (sourceURI string, err error)
+	// Counts returns the bytes the source sent into the path, and the
+	// bytes that crossed an emulated link (0 if the path has none).
+	Counts() (stream, wire int64)
+	// Err says why the path failed, or nil.
+	Err() error
+	Close() error
+}
+
+// RelayTransport is a Relay between two QEMUs on this host, for a
+// destination listening on a unix socket.
+type RelayTransport struct {
+	Dir string // where the relay's own socket goes
+
+	relay  *Relay
+	cancel context.CancelFunc
+	done   chan error
+	err    error
+	once   sync.Once
+}
+
+// Name implements Transport.
+func (t *RelayTransport) Name() string { return "relay" }
+
+// Open implements Transport.
+func (t *RelayTransport) Open(ctx context.Context, incomingURI string) (string, error) {
+	target, ok := strings.CutPrefix(incomingURI, "unix:")
+	if !ok {
+		return "", fmt.Errorf("relay: destination %s is not a unix socket", incomingURI)
+	}
+	relay, err := NewRelay(filepath.Join(t.Dir, "relay.sock"), func(ctx context.Context) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", target)
+	})
+	if err != nil {
+		return "", err
+	}
+	t.relay = relay
+	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	t.cancel = cancel
+	t.done = make(chan error, 1)
+	go func() { t.done <- relay.Serve(rctx) }() // ends with the stream, or at Close
+	return relay.URI(), nil
+}
+
+// Counts implements Transport.
+func (t *RelayTransport) Counts() (int64, int64) {
+	if t.relay == nil {
+		return 0, 0
+	}
+	return t.relay.BytesToDest(), 0
+}
+
+// Err implements Transport.
+func (t *RelayTransport) Err() error {
+	if t.done != nil && t.err == nil {
+		select {
+		case t.err = <-t.done:
+			t.done = nil
+		default:
+		}
+	}
+	return t.err
+}
+
+// Close implements Transport.
+func (t *RelayTransport) Close() error {
+	t.once.Do(func() {
+		if t.relay != nil {
+			t.relay.Close()
+			t.cancel()
+		}
+	})
+	return nil
 }

@@ -34,9 +34,12 @@ type Result struct {
 	Probe              *probe.Result `json:"probe,omitempty"`
 
 	StreamBytes       int64  `json:"stream_bytes"`        // bytes QEMU sent
-	StreamBytesSource string `json:"stream_bytes_source"` // "relay" (counted on the wire) or "qemu" (ram.transferred)
-	RAMBytes          int64  `json:"ram_total_bytes"`
-	RAMTransferred    int64  `json:"ram_transferred_bytes"`
+	StreamBytesSource string `json:"stream_bytes_source"` // the Transport that counted it ("relay", "wan"), or "qemu" (ram.transferred)
+	// WireBytes crossed the emulated WAN link, both directions (tunnel
+	// framing, TLS and the return path included); 0 without a link.
+	WireBytes      int64 `json:"wire_bytes"`
+	RAMBytes       int64 `json:"ram_total_bytes"`
+	RAMTransferred int64 `json:"ram_transferred_bytes"`
 
 	Passes []Pass `json:"passes"`
 

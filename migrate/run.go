@@ -25,7 +25,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -53,12 +52,12 @@ type Options struct {
 	// SourceURI is where the source sends the stream; it differs from
 	// IncomingURI when a relay or tunnel sits between. Default IncomingURI.
 	SourceURI string
-	// StreamBytes, when set, counts the bytes QEMU sent (a relay on the
-	// path); otherwise QEMU's own RAM counter stands in.
-	StreamBytes func() int64
-	// RelayDir, when set and the destination listens on a unix socket,
-	// puts a counting Relay (its socket in RelayDir) between the two, so
-	// stream_bytes is exact. Both QEMUs must be on this host.
+	// Transport, when set, carries the stream from the source to the
+	// destination's incoming socket and counts it (the WAN path).
+	Transport Transport
+	// RelayDir, when set, Transport unset and the destination listening on
+	// a unix socket, puts a counting Relay (its socket in RelayDir) between
+	// the two, so stream_bytes is exact. Both QEMUs must be on this host.
 	RelayDir string
 	// Parameters are applied to the source before it starts.
 	Parameters *qmp.MigrationParameters
@@ -83,8 +82,8 @@ type runner struct {
 	pass  int
 	phase Phase
 	seen  qmp.Cursor // the last source event monitor handled
-	// relayErr reports the relay's failure, if a relay is in the path.
-	relayErr func() error
+	// transport is the open Transport, if one carries the stream.
+	transport Transport
 }
 
 // Run migrates the VM from o.Src to o.Dst. The Result is filled in
@@ -111,9 +110,10 @@ func Run(ctx context.Context, o Options) (Result, error) {
 	r.res.DestQEMU = o.Dst.Version().String()
 	err := r.run(ctx)
 	r.res.TotalMS = time.Since(r.start).Milliseconds()
-	if r.o.StreamBytes != nil {
-		r.res.StreamBytes = r.o.StreamBytes()
-		r.res.StreamBytesSource = "relay"
+	if t := r.transport; t != nil {
+		r.res.StreamBytes, r.res.WireBytes = t.Counts()
+		r.res.StreamBytesSource = t.Name()
+		t.Close()
 	} else {
 		r.res.StreamBytes = r.res.RAMTransferred
 	}
@@ -162,30 +162,17 @@ func (r *runner) run(ctx context.Context) error {
 	if err := r.resolveSourceURI(ctx); err != nil {
 		return r.fail(ctx, StagePrecopy, err)
 	}
-	if r.o.RelayDir != "" && strings.HasPrefix(r.o.IncomingURI, "unix:") {
-		target := strings.TrimPrefix(r.o.IncomingURI, "unix:")
-		relay, err := NewRelay(filepath.Join(r.o.RelayDir, "relay.sock"), func(ctx context.Context) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", target)
-		})
+	t := r.o.Transport
+	if t == nil && r.o.RelayDir != "" && strings.HasPrefix(r.o.IncomingURI, "unix:") {
+		t = &RelayTransport{Dir: r.o.RelayDir}
+	}
+	if t != nil {
+		uri, err := t.Open(ctx, r.o.SourceURI)
 		if err != nil {
-			return r.fail(ctx, StagePrecopy, err)
+			return r.fail(ctx, StagePrecopy, fmt.Errorf("%s path: %w", t.Name(), err))
 		}
-		rctx, stopRelay := context.WithCancel(context.WithoutCancel(ctx))
-		defer stopRelay()
-		defer relay.Close()
-		relayDone := make(chan error, 1)
-		go func() { relayDone <- relay.Serve(rctx) }() // ends with the stream, or when Run returns
-		var relayFailure error
-		r.relayErr = func() error {
-			select {
-			case relayFailure = <-relayDone:
-			default:
-			}
-			return relayFailure
-		}
-		r.o.SourceURI = relay.URI()
-		r.o.StreamBytes = relay.BytesToDest
+		r.transport = t // closed by Run
+		r.o.SourceURI = uri
 	}
 	cur := r.o.Src.Cursor()
 	if err := r.o.Src.Migrate(ctx, r.o.SourceURI); err != nil {
@@ -536,9 +523,9 @@ func (r *runner) fail(ctx context.Context, stage string, cause error) error {
 	}
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
 	defer cancel()
-	if r.relayErr != nil {
-		if rerr := r.relayErr(); rerr != nil && !errors.Is(rerr, context.Canceled) {
-			cause = fmt.Errorf("%w (relay: %v)", cause, rerr)
+	if r.transport != nil {
+		if terr := r.transport.Err(); terr != nil && !errors.Is(terr, context.Canceled) {
+			cause = fmt.Errorf("%w (%s path: %v)", cause, r.transport.Name(), terr)
 		}
 	}
 	e := &Error{Stage: stage, Cancelled: cancelled, Err: cause}
