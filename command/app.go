@@ -54,6 +54,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			labCommand(),
 			guestCommand(),
 			wanlinkCommand(),
+			tunnelCommand(),
 		},
 		ExitErrHandler: func(*cli.Context, error) {}, // Main maps errors to codes
 	}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 
 	"github.com/urfave/cli/v2"
 
@@ -18,13 +19,22 @@ func demoCommand() *cli.Command {
 memory and serving HTTP), migrates it with 'run', checks that it answers at
 the same address from the destination and that /verify finds every page
 intact, prints a report and tears everything down. Needs root.`,
-		Flags: append(guestFlags(),
+		Flags: append(append(guestFlags(),
 			&cli.BoolFlag{Name: "json", Usage: "print one JSON object with the result"},
 			unsafeTCGFlag,
-		),
+		), wanFlags()...),
 		Action: func(c *cli.Context) error {
 			e := getEnv(c)
 			cfg, err := labConfig(c, true)
+			if err != nil {
+				return err
+			}
+			dir, err := os.MkdirTemp("", "vmd")
+			if err != nil {
+				return err
+			}
+			defer os.RemoveAll(dir)
+			transport, path, err := wanTransport(c, e, dir)
 			if err != nil {
 				return err
 			}
@@ -32,7 +42,7 @@ intact, prints a report and tears everything down. Needs root.`,
 			res, err := scenarios.Demo(e.ctx, scenarios.DemoOptions{
 				Image: cfg.Image, MemBytes: cfg.MemBytes, Workload: cfg.Workload, Accel: cfg.Accel,
 				CacheDir: cfg.CacheDir, QEMU: cfg.QEMU, Progress: prog.update, Log: e.log,
-				AllowUnsafeTCG: c.Bool("allow-unsafe-tcg"),
+				AllowUnsafeTCG: c.Bool("allow-unsafe-tcg"), Transport: transport, Path: path,
 			})
 			prog.done()
 			if err != nil && res.Error == "" {
@@ -54,8 +64,8 @@ intact, prints a report and tears everything down. Needs root.`,
 }
 
 func printDemo(w io.Writer, r scenarios.DemoResult) {
-	fmt.Fprintf(w, "vmigrate demo: %s guest (%s), workload %s, accelerator %s\n",
-		humanBytes(r.MemBytes), r.GuestIP, r.Workload.Name, r.Accel)
+	fmt.Fprintf(w, "vmigrate demo: %s guest (%s), workload %s, accelerator %s, path: %s\n",
+		humanBytes(r.MemBytes), r.GuestIP, r.Workload.Name, r.Accel, r.Path)
 	if r.AccelReason != "" {
 		fmt.Fprintf(w, "  accelerator: %s\n", r.AccelReason)
 	}

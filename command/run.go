@@ -31,7 +31,7 @@ QMP addresses: a unix socket path (or unix:PATH), or tcp:HOST:PORT.
 Exit codes: 0 the VM runs on the destination; 1 failed, the source runs;
 2 bad input, nothing changed; 3 interrupted, the source runs; 4 failed and
 the source could not be confirmed running.`,
-		Flags: []cli.Flag{
+		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: "src-qmp", Required: true, Usage: "QMP of the source QEMU"},
 			&cli.StringFlag{Name: "dst-qmp", Required: true, Usage: "QMP of the destination QEMU (started with -incoming defer)"},
 			&cli.StringFlag{Name: "incoming", Usage: "where the destination listens: unix:PATH or tcp:HOST:PORT (default: a unix socket beside a unix --dst-qmp, or tcp:QMPHOST:0)"},
@@ -42,7 +42,7 @@ the source could not be confirmed running.`,
 			&cli.Uint64Flag{Name: "downtime-limit", Usage: "QEMU's downtime-limit in ms (default: leave QEMU's)"},
 			unsafeTCGFlag,
 			&cli.StringFlag{Name: "probe", Usage: "URL the guest answers (e.g. http://10.0.0.5/); it is requested every 10 ms during the migration to measure the downtime clients see"},
-		},
+		}, append(wanFlags(), tunnelFlags()...)...),
 		Action: func(c *cli.Context) error {
 			e := getEnv(c)
 			if c.Args().Len() > 0 {
@@ -72,14 +72,18 @@ the source could not be confirmed running.`,
 			}
 			defer src.Close()
 			defer dst.Close()
+			dir, err := os.MkdirTemp("", "vmr")
+			if err != nil {
+				return err
+			}
+			defer os.RemoveAll(dir)
+			transport, _, err := wanTransport(c, e, dir)
+			if err != nil {
+				return err
+			}
 			relayDir := ""
 			if strings.HasPrefix(incoming, "unix:") {
-				d, err := os.MkdirTemp("", "vmr")
-				if err != nil {
-					return err
-				}
-				defer os.RemoveAll(d)
-				relayDir = d
+				relayDir = dir
 			}
 			var pc *probe.Config
 			if u := c.String("probe"); u != "" {
@@ -89,7 +93,7 @@ the source could not be confirmed running.`,
 			}
 			prog := newProgressLine(e.stderr, true)
 			res, err := migrate.Run(e.ctx, migrate.Options{
-				Src: src, Dst: dst, IncomingURI: incoming, RelayDir: relayDir,
+				Src: src, Dst: dst, IncomingURI: incoming, RelayDir: relayDir, Transport: transport,
 				Parameters: params, PollInterval: c.Duration("poll"), AllowUnsafeTCG: c.Bool("allow-unsafe-tcg"),
 				Progress: prog.update, Log: e.log, Probe: pc,
 			})
@@ -196,6 +200,9 @@ func printResult(w io.Writer, r migrate.Result) {
 		fmt.Fprintf(w, "downtime    %d ms (QEMU)\n", r.DowntimeMS)
 	}
 	fmt.Fprintf(w, "stream      %s (%s); RAM %s\n", humanBytes(r.StreamBytes), r.StreamBytesSource, humanBytes(r.RAMBytes))
+	if r.WireBytes > 0 {
+		fmt.Fprintf(w, "wire        %s crossed the emulated link (both directions)\n", humanBytes(r.WireBytes))
+	}
 	fmt.Fprintf(w, "passes      %d\n", len(r.Passes))
 	for _, p := range r.Passes {
 		fmt.Fprintf(w, "  pass %-3d at %6d ms  remaining %9s  sent %9s  dirty %d pages/s\n",

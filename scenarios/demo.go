@@ -31,9 +31,12 @@ type DemoOptions struct {
 	QEMU           string
 	Parameters     *qmp.MigrationParameters
 	AllowUnsafeTCG bool
-	PopulateWait   time.Duration // how long the workload may take to fill its working set
-	Progress       func(migrate.Progress)
-	Log            *zap.Logger
+	// Transport carries the stream (the WAN path); nil relays it locally.
+	Transport    migrate.Transport
+	Path         string        // what Transport is, for the report
+	PopulateWait time.Duration // how long the workload may take to fill its working set
+	Progress     func(migrate.Progress)
+	Log          *zap.Logger
 }
 
 // DemoResult is the migration's result plus what the guest showed.
@@ -43,6 +46,7 @@ type DemoResult struct {
 	AccelReason string         `json:"accel_reason"`
 	QEMU        lab.QEMUChoice `json:"qemu"`
 	GuestIP     string         `json:"guest_ip"`
+	Path        string         `json:"path"`
 	MemBytes    int64          `json:"mem_bytes"`
 	BootMS      int64          `json:"boot_ms"`
 
@@ -72,7 +76,10 @@ func Demo(ctx context.Context, o DemoOptions) (DemoResult, error) {
 	if o.PopulateWait == 0 {
 		o.PopulateWait = 10 * time.Minute
 	}
-	res := DemoResult{MemBytes: o.MemBytes, Workload: o.Workload, GuestIP: lab.GuestIP}
+	if o.Path == "" {
+		o.Path = "local relay"
+	}
+	res := DemoResult{MemBytes: o.MemBytes, Workload: o.Workload, GuestIP: lab.GuestIP, Path: o.Path}
 	res.Status = migrate.StatusFailed
 	res.Passes = []migrate.Pass{}
 
@@ -103,7 +110,7 @@ func Demo(ctx context.Context, o DemoOptions) (DemoResult, error) {
 	defer dst.Close()
 	pinger := &guest.Client{HTTP: l.HTTPClient(), Addr: l.GuestIP}
 	mres, err := migrate.Run(ctx, migrate.Options{
-		Src: src, Dst: dst, IncomingURI: l.IncomingURI, RelayDir: l.Dir,
+		Src: src, Dst: dst, IncomingURI: l.IncomingURI, RelayDir: l.Dir, Transport: o.Transport,
 		Probe: &probe.Config{Send: func(ctx context.Context) error {
 			_, err := pinger.Ping(ctx)
 			return err

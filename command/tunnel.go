@@ -1,0 +1,122 @@
+package command
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/vmigrate/vmigrate/tunnel"
+	"github.com/vmigrate/vmigrate/wanpath"
+)
+
+// requireAuth reads the authentication flags and insists on one.
+func requireAuth(c *cli.Context, role string) (tunnel.Config, error) {
+	cfg, ok, err := tunnelAuth(c, getEnv(c), role)
+	if err != nil {
+		return cfg, err
+	}
+	if !ok {
+		return cfg, withCode(ExitUsage, fmt.Errorf("tunnel %s: give --psk-file, --tls-ca/--tls-cert/--tls-key, or --insecure", role))
+	}
+	return cfg, nil
+}
+
+func tunnelCommand() *cli.Command {
+	auth := func() []cli.Flag { return tunnelFlags()[1:] } // all but --tunnel-peer
+	return &cli.Command{
+		Name:  "tunnel",
+		Usage: "the authenticated, encrypted tunnel that carries migration streams between hosts",
+		Description: `One TLS 1.3 connection between the hosts carries every stream of a migration as
+a channel ("ram" now). Both ends authenticate: with a pre-shared key (keygen)
+or with certificates from one CA (certs). The protocol: tunnel/PROTOCOL.md.
+
+  on the destination host:  vmigrate tunnel dest --listen :7000 --forward unix:/run/dst-incoming.sock --psk-file k
+  on the source host:       vmigrate tunnel source --listen unix:/run/mig.sock --peer desthost:7000 --psk-file k
+  then the source QEMU migrates to unix:/run/mig.sock. (vmigrate run --tunnel-peer does the source side itself.)`,
+		Subcommands: []*cli.Command{
+			{
+				Name:  "source",
+				Usage: "accept the source QEMU's migration stream locally and carry it to the dest end",
+				Flags: append([]cli.Flag{
+					&cli.StringFlag{Name: "listen", Required: true, Usage: "where the source QEMU connects: unix:PATH or HOST:PORT"},
+					&cli.StringFlag{Name: "peer", Required: true, Usage: "the dest end, HOST:PORT"},
+				}, auth()...),
+				Action: func(c *cli.Context) error {
+					e := getEnv(c)
+					cfg, err := requireAuth(c, "source")
+					if err != nil {
+						return err
+					}
+					fmt.Fprintf(e.stdout, "tunnel source: %s -> %s\n", c.String("listen"), c.String("peer"))
+					return tunnel.RunSource(e.ctx, tunnel.SourceConfig{
+						Ports: []tunnel.Port{{Name: wanpath.ChannelRAM, Addr: c.String("listen")}},
+						Peer:  c.String("peer"), Tunnel: cfg, Logger: e.log,
+					})
+				},
+			},
+			{
+				Name:  "dest",
+				Usage: "accept tunnel connections and deliver each stream to the destination QEMU",
+				Flags: append([]cli.Flag{
+					&cli.StringFlag{Name: "listen", Required: true, Usage: "the tunnel's address, HOST:PORT"},
+					&cli.StringFlag{Name: "forward", Required: true, Usage: "the destination QEMU's incoming address: unix:PATH or HOST:PORT"},
+				}, auth()...),
+				Action: func(c *cli.Context) error {
+					e := getEnv(c)
+					cfg, err := requireAuth(c, "dest")
+					if err != nil {
+						return err
+					}
+					fmt.Fprintf(e.stdout, "tunnel dest: %s -> %s\n", c.String("listen"), c.String("forward"))
+					return tunnel.RunDest(e.ctx, tunnel.DestConfig{
+						Listen:  c.String("listen"),
+						Forward: tunnel.ForwardByName(map[string]string{wanpath.ChannelRAM: c.String("forward")}),
+						Tunnel:  cfg, Logger: e.log,
+					})
+				},
+			},
+			{
+				Name:      "keygen",
+				Usage:     "write a new pre-shared key to FILE (copy it to both hosts)",
+				ArgsUsage: "FILE",
+				Action: func(c *cli.Context) error {
+					if c.Args().Len() != 1 {
+						return withCode(ExitUsage, fmt.Errorf("tunnel keygen: want one FILE"))
+					}
+					key, err := tunnel.GenerateKey()
+					if err != nil {
+						return err
+					}
+					return tunnel.WriteKey(c.Args().First(), key)
+				},
+			},
+			{
+				Name:      "certs",
+				Usage:     "write a CA and certificates for both ends into DIR (ca.pem, source.pem, source-key.pem, dest.pem, dest-key.pem)",
+				ArgsUsage: "DIR",
+				Action: func(c *cli.Context) error {
+					if c.Args().Len() != 1 {
+						return withCode(ExitUsage, fmt.Errorf("tunnel certs: want one DIR"))
+					}
+					dir := c.Args().First()
+					if err := os.MkdirAll(dir, 0o700); err != nil {
+						return err
+					}
+					p := func(n string) string { return filepath.Join(dir, n) }
+					if err := tunnel.GenerateCA(p("ca.pem"), p("ca-key.pem")); err != nil {
+						return err
+					}
+					for _, name := range []string{tunnel.SourceName, tunnel.DestName} {
+						if err := tunnel.GenerateCert(p("ca.pem"), p("ca-key.pem"), name, p(name+".pem"), p(name+"-key.pem")); err != nil {
+							return err
+						}
+					}
+					fmt.Fprintf(getEnv(c).stdout, "wrote %s: give source.pem and source-key.pem to the source host, dest.pem and dest-key.pem to the destination, ca.pem to both; keep ca-key.pem offline\n", dir)
+					return nil
+				},
+			},
+		},
+	}
+}

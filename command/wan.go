@@ -1,0 +1,119 @@
+package command
+
+import (
+	"fmt"
+
+	"github.com/urfave/cli/v2"
+	"go.uber.org/zap"
+
+	"github.com/vmigrate/vmigrate/migrate"
+	"github.com/vmigrate/vmigrate/tunnel"
+	"github.com/vmigrate/vmigrate/wanlink"
+	"github.com/vmigrate/vmigrate/wanpath"
+)
+
+// wanFlags route a migration through vmigrate's tunnel and, when asked,
+// an emulated WAN link.
+func wanFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "wan-bandwidth", Usage: "emulate a WAN link of this bandwidth (e.g. 100mbit) between the tunnel's ends"},
+		&cli.StringFlag{Name: "wan-rtt", Usage: "the emulated link's round-trip time (e.g. 50ms)"},
+		&cli.StringFlag{Name: "wan-jitter", Usage: "the emulated link's extra one-way delay, uniform in [0, jitter]"},
+	}
+}
+
+// tunnelFlags reach a tunnel dest end on another host.
+func tunnelFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "tunnel-peer", Usage: "HOST:PORT of `vmigrate tunnel dest` on the destination host; the stream goes through the tunnel"},
+		&cli.StringFlag{Name: "psk-file", Usage: "pre-shared key file (vmigrate tunnel keygen) authenticating the tunnel"},
+		&cli.StringFlag{Name: "tls-ca", Usage: "CA certificate (PEM) for certificate authentication (vmigrate tunnel certs)"},
+		&cli.StringFlag{Name: "tls-cert", Usage: "this end's certificate (PEM)"},
+		&cli.StringFlag{Name: "tls-key", Usage: "this end's private key (PEM)"},
+		&cli.BoolFlag{Name: "insecure", Usage: "tunnel in clear text without authentication (never across a network you do not trust)"},
+	}
+}
+
+// tunnelAuth reads the authentication flags of one tunnel end. With none
+// given it returns ok=false.
+func tunnelAuth(c *cli.Context, e *env, role string) (cfg tunnel.Config, ok bool, err error) {
+	modes := 0
+	if p := c.String("psk-file"); p != "" {
+		modes++
+		if cfg.PSK, err = tunnel.LoadKey(p); err != nil {
+			return cfg, false, withCode(ExitUsage, fmt.Errorf("--psk-file: %w", err))
+		}
+	}
+	if c.String("tls-ca") != "" || c.String("tls-cert") != "" || c.String("tls-key") != "" {
+		modes++
+		if cfg.Certs, err = tunnel.LoadCerts(c.String("tls-ca"), c.String("tls-cert"), c.String("tls-key"), ""); err != nil {
+			return cfg, false, withCode(ExitUsage, fmt.Errorf("--tls-ca/--tls-cert/--tls-key: %w", err))
+		}
+	}
+	if c.Bool("insecure") {
+		modes++
+		cfg.Insecure = true
+		e.log.Warn("tunnel " + role + ": --insecure: the migration stream (the VM's whole memory) crosses the network in clear text, and any peer is accepted")
+	}
+	if modes > 1 {
+		return cfg, false, withCode(ExitUsage, fmt.Errorf("give one of --psk-file, --tls-ca/--tls-cert/--tls-key and --insecure"))
+	}
+	return cfg, modes == 1, nil
+}
+
+// wanTransport builds the WAN path the flags ask for, or returns nil when
+// they ask for none. Without --tunnel-peer the dest end runs here, with a
+// fresh pre-shared key, unless authentication flags say otherwise.
+func wanTransport(c *cli.Context, e *env, dir string) (migrate.Transport, string, error) {
+	var link *wanlink.Config
+	if c.IsSet("wan-bandwidth") || c.IsSet("wan-rtt") || c.IsSet("wan-jitter") {
+		bw, rtt, jit := c.String("wan-bandwidth"), c.String("wan-rtt"), c.String("wan-jitter")
+		if bw == "" {
+			bw = "unlimited"
+		}
+		if rtt == "" {
+			rtt = "0s"
+		}
+		if jit == "" {
+			jit = "0s"
+		}
+		l, err := wanlink.ParseConfig(bw, rtt, jit)
+		if err != nil {
+			return nil, "", withCode(ExitUsage, fmt.Errorf("--wan-*: %w", err))
+		}
+		link = &l
+	}
+	peer := c.String("tunnel-peer") // flags a command lacks read as empty
+	auth, given, err := tunnelAuth(c, e, "source")
+	if err != nil {
+		return nil, "", err
+	}
+	if link == nil && peer == "" && !given {
+		return nil, "", nil
+	}
+	cfg := wanpath.Config{Dir: dir, Link: link, Peer: peer, Tunnel: auth, Log: e.log}
+	switch {
+	case peer != "" && !given:
+		return nil, "", withCode(ExitUsage, fmt.Errorf("--tunnel-peer needs --psk-file, --tls-ca/--tls-cert/--tls-key or --insecure"))
+	case peer == "" && !given:
+		key, err := tunnel.GenerateKey()
+		if err != nil {
+			return nil, "", err
+		}
+		cfg.Tunnel, cfg.DestTunnel = tunnel.Config{PSK: key}, tunnel.Config{PSK: key}
+	case peer == "" && auth.Certs != nil:
+		return nil, "", withCode(ExitUsage, fmt.Errorf("certificates authenticate a remote dest end: give --tunnel-peer, or use --psk-file"))
+	case peer == "":
+		cfg.DestTunnel = auth
+	}
+	p, err := wanpath.New(cfg)
+	if err != nil {
+		return nil, "", withCode(ExitUsage, err)
+	}
+	desc := "tunnel"
+	if link != nil {
+		desc += " over an emulated " + link.String() + " link"
+	}
+	e.log.Debug("migration path", zap.String("path", desc))
+	return p, desc, nil
+}

@@ -1,0 +1,210 @@
+// Package wanpath assembles the path a migration stream takes across a
+// WAN and implements migrate.Transport with it:
+//
+//	source QEMU ──unix──▶ tunnel source end ──TCP──▶ [emulated link] ──TCP──▶ tunnel dest end ──▶ destination QEMU
+//	                      (TLS 1.3, mutual auth,      wanlink: bandwidth,      (here, or on the
+//	                       channel "ram")             delay, jitter            far host)
+//
+// Every byte QEMU sends crosses the tunnel, and the link when there is one,
+// so the link's rate is the rate QEMU sees: QEMU's own max-bandwidth is no
+// WAN model, since QEMU lifts it for the final stop-and-copy.
+//
+// In the lab the dest end runs in this process and forwards to the
+// destination's incoming socket; between two hosts it is `vmigrate tunnel
+// dest` on the destination host (Config.Peer).
+package wanpath
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"path/filepath"
+	"sync"
+
+	"go.uber.org/zap"
+
+	"github.com/vmigrate/vmigrate/tunnel"
+	"github.com/vmigrate/vmigrate/wanlink"
+)
+
+// ChannelRAM names the tunnel channel of the RAM migration stream.
+const ChannelRAM = "ram"
+
+// Config says how to build the path.
+type Config struct {
+	// Dir holds the unix socket the source QEMU migrates to.
+	Dir string
+	// Link emulates the WAN between the tunnel's ends; nil for none.
+	Link *wanlink.Config
+	// Tunnel is the source end's session config (its authentication).
+	Tunnel tunnel.Config
+	// Peer is a remote dest end (HOST:PORT). Empty starts a dest end in
+	// this process, with DestTunnel, forwarding to the incoming URI.
+	Peer       string
+	DestTunnel tunnel.Config
+	Log        *zap.Logger
+}
+
+// Path is one migration's WAN path. Its goroutines end at Close.
+type Path struct {
+	cfg Config
+
+	cancel  context.CancelFunc
+	dest    *tunnel.Dest
+	link    *wanlink.Link
+	linkErr chan error
+	src     *tunnel.Source
+	once    sync.Once
+}
+
+// New checks cfg; Open builds the path.
+func New(cfg Config) (*Path, error) {
+	if cfg.Dir == "" {
+		return nil, errors.New("wanpath: no directory for the source socket")
+	}
+	if cfg.Link != nil {
+		if err := cfg.Link.Validate(); err != nil {
+			return nil, fmt.Errorf("wanpath: %w", err)
+		}
+	}
+	if cfg.Log == nil {
+		cfg.Log = zap.NewNop()
+	}
+	if cfg.Link != nil {
+		// One channel moves at most a window per round trip: give the
+		// stream twice the link's bandwidth-delay product, so the link,
+		// not the tunnel, is the limit.
+		w := WindowFor(*cfg.Link)
+		for _, t := range []*tunnel.Config{&cfg.Tunnel, &cfg.DestTunnel} {
+			if t.Window == 0 {
+				t.Window = w
+			}
+		}
+	}
+	return &Path{cfg: cfg}, nil
+}
+
+// WindowFor is the tunnel channel window for a link: twice its
+// bandwidth-delay product, within the tunnel's limits.
+func WindowFor(link wanlink.Config) int {
+	w := 2 * wanlink.BDP(link.Bandwidth, link.RTT+link.Jitter)
+	return int(min(max(w, tunnel.DefaultWindow), tunnel.MaxWindow))
+}
+
+// Name implements migrate.Transport.
+func (p *Path) Name() string { return "wan" }
+
+// Open builds the path to incomingURI (dest end, link, source end, in
+// that order, each listening before the next dials it) and returns the
+// URI the source QEMU migrates to.
+func (p *Path) Open(ctx context.Context, incomingURI string) (string, error) {
+	// The path lives until Close, not until the caller's ctx ends: a
+	// cancelled migration still needs it torn down in order.
+	life, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	p.cancel = cancel
+	peer := p.cfg.Peer
+	if peer == "" {
+		dest, err := tunnel.StartDest(life, tunnel.DestConfig{
+			Listen: "tcp:127.0.0.1:0", Forward: tunnel.ForwardByName(map[string]string{ChannelRAM: incomingURI}),
+			Tunnel: p.cfg.DestTunnel, Logger: p.cfg.Log.Named("tunnel-dest"),
+		})
+		if err != nil {
+			p.Close()
+			return "", err
+		}
+		p.dest = dest
+		peer = dest.Addr().String()
+	}
+	if p.cfg.Link != nil {
+		link, err := wanlink.New(*p.cfg.Link, p.cfg.Log.Named("wanlink"))
+		if err != nil {
+			p.Close()
+			return "", err
+		}
+		p.link = link
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			p.Close()
+			return "", fmt.Errorf("wanlink: %w", err)
+		}
+		far := peer
+		p.linkErr = make(chan error, 1)
+		go func() { // ends at Close (the link and its listener close)
+			var d net.Dialer
+			p.linkErr <- wanlink.Serve(life, ln, func(ctx context.Context) (net.Conn, error) { return d.DialContext(ctx, "tcp", far) }, link)
+		}()
+		peer = ln.Addr().String()
+	}
+	sock := filepath.Join(p.cfg.Dir, "wan.sock")
+	src, err := tunnel.StartSource(life, tunnel.SourceConfig{
+		Ports: []tunnel.Port{{Name: ChannelRAM, Addr: "unix:" + sock}},
+		Peer:  peer, Tunnel: p.cfg.Tunnel, Logger: p.cfg.Log.Named("tunnel-source"),
+	})
+	if err != nil {
+		p.Close()
+		return "", err
+	}
+	p.src = src
+	return "unix:" + sock, nil
+}
+
+// Counts implements migrate.Transport: the bytes QEMU sent into the
+// tunnel, and the bytes that crossed the link both ways.
+func (p *Path) Counts() (stream, wire int64) {
+	if p.src != nil {
+		for _, r := range p.src.Stats().Relays {
+			stream += r.ToPeer
+		}
+	}
+	if p.link != nil {
+		st := p.link.Stats()
+		wire = st.Forward.Bytes + st.Reverse.Bytes
+	}
+	return stream, wire
+}
+
+// Err implements migrate.Transport: the first failure of the tunnel's
+// ends or of a relayed channel.
+func (p *Path) Err() error {
+	var stats []tunnel.EndpointStats
+	if p.src != nil {
+		stats = append(stats, p.src.Stats())
+	}
+	if p.dest != nil {
+		stats = append(stats, p.dest.Stats())
+	}
+	for _, st := range stats {
+		if st.LastError != nil {
+			return st.LastError
+		}
+		for _, r := range st.Relays {
+			if r.Err != nil {
+				return fmt.Errorf("channel %s: %w", r.Name, r.Err)
+			}
+		}
+	}
+	return nil
+}
+
+// Close tears the path down: source end, link, dest end.
+func (p *Path) Close() error {
+	p.once.Do(func() {
+		if p.src != nil {
+			p.src.Close()
+		}
+		if p.link != nil {
+			p.link.Close()
+		}
+		if p.dest != nil {
+			p.dest.Close()
+		}
+		if p.cancel != nil {
+			p.cancel()
+		}
+		if p.linkErr != nil {
+			<-p.linkErr
+		}
+	})
+	return nil
+}
