@@ -8,6 +8,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/vmigrate/vmigrate/qmp"
 	"github.com/vmigrate/vmigrate/scenarios"
 )
 
@@ -21,7 +22,9 @@ the same address from the destination and that /verify finds every page
 intact, prints a report and tears everything down. Needs root.`,
 		Flags: append(append(guestFlags(),
 			&cli.BoolFlag{Name: "json", Usage: "print one JSON object with the result"},
-			unsafeTCGFlag,
+			unsafeTCGFlag(),
+			&cli.BoolFlag{Name: "direct", Usage: "QEMU to QEMU over TCP inside the lab, no relay and no tunnel (a baseline for measurements)"},
+			&cli.Uint64Flag{Name: "max-bandwidth", Usage: "QEMU's max-bandwidth in MiB/s (default: QEMU's own, 128)"},
 		), wanFlags()...),
 		Action: func(c *cli.Context) error {
 			e := getEnv(c)
@@ -38,11 +41,23 @@ intact, prints a report and tears everything down. Needs root.`,
 			if err != nil {
 				return err
 			}
+			if c.Bool("direct") && transport != nil {
+				return withCode(ExitUsage, fmt.Errorf("--direct excludes the --wan-* flags"))
+			}
+			if c.Bool("direct") {
+				path = "direct TCP"
+			}
+			var params *qmp.MigrationParameters
+			if c.IsSet("max-bandwidth") {
+				v := c.Uint64("max-bandwidth") << 20
+				params = &qmp.MigrationParameters{MaxBandwidth: &v}
+			}
 			prog := newProgressLine(e.stderr, !c.Bool("json"))
 			res, err := scenarios.Demo(e.ctx, scenarios.DemoOptions{
 				Image: cfg.Image, MemBytes: cfg.MemBytes, Workload: cfg.Workload, Accel: cfg.Accel,
 				CacheDir: cfg.CacheDir, QEMU: cfg.QEMU, Progress: prog.update, Log: e.log,
 				AllowUnsafeTCG: c.Bool("allow-unsafe-tcg"), Transport: transport, Path: path,
+				Direct: c.Bool("direct"), Parameters: params,
 			})
 			prog.done()
 			if err != nil && res.Error == "" {

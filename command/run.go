@@ -40,7 +40,7 @@ the source could not be confirmed running.`,
 			&cli.DurationFlag{Name: "poll", Value: migrate.DefaultPollInterval, Usage: "how often to read QEMU's counters"},
 			&cli.Uint64Flag{Name: "max-bandwidth", Usage: "QEMU's max-bandwidth for pre-copy, MiB/s (default: leave QEMU's)"},
 			&cli.Uint64Flag{Name: "downtime-limit", Usage: "QEMU's downtime-limit in ms (default: leave QEMU's)"},
-			unsafeTCGFlag,
+			unsafeTCGFlag(),
 			&cli.StringFlag{Name: "probe", Usage: "URL the guest answers (e.g. http://10.0.0.5/); it is requested every 10 ms during the migration to measure the downtime clients see"},
 		}, append(wanFlags(), tunnelFlags()...)...),
 		Action: func(c *cli.Context) error {
@@ -110,7 +110,9 @@ the source could not be confirmed running.`,
 	}
 }
 
-var unsafeTCGFlag = &cli.BoolFlag{Name: "allow-unsafe-tcg", Usage: "migrate a TCG guest even on QEMU < 9.0, which loses guest writes during the migration"}
+func unsafeTCGFlag() cli.Flag {
+	return &cli.BoolFlag{Name: "allow-unsafe-tcg", Usage: "migrate a TCG guest even on QEMU < 9.0, which loses guest writes during the migration"}
+}
 
 // dialBoth connects to both monitors; an error names the side.
 func dialBoth(ctx context.Context, srcAddr, dstAddr string, timeout time.Duration) (*qmp.Client, *qmp.Client, error) {

@@ -32,8 +32,11 @@ type DemoOptions struct {
 	Parameters     *qmp.MigrationParameters
 	AllowUnsafeTCG bool
 	// Transport carries the stream (the WAN path); nil relays it locally.
-	Transport    migrate.Transport
-	Path         string        // what Transport is, for the report
+	Transport migrate.Transport
+	Path      string // what Transport is, for the report
+	// Direct migrates QEMU to QEMU over TCP on the lab's loopback, with
+	// no relay: the baseline the tunnel's overhead is measured against.
+	Direct       bool
 	PopulateWait time.Duration // how long the workload may take to fill its working set
 	Progress     func(migrate.Progress)
 	Log          *zap.Logger
@@ -109,8 +112,12 @@ func Demo(ctx context.Context, o DemoOptions) (DemoResult, error) {
 	defer src.Close()
 	defer dst.Close()
 	pinger := &guest.Client{HTTP: l.HTTPClient(), Addr: l.GuestIP}
+	incoming, relayDir := l.IncomingURI, l.Dir
+	if o.Direct {
+		incoming, relayDir = "tcp:127.0.0.1:0", ""
+	}
 	mres, err := migrate.Run(ctx, migrate.Options{
-		Src: src, Dst: dst, IncomingURI: l.IncomingURI, RelayDir: l.Dir, Transport: o.Transport,
+		Src: src, Dst: dst, IncomingURI: incoming, RelayDir: relayDir, Transport: o.Transport,
 		Probe: &probe.Config{Send: func(ctx context.Context) error {
 			_, err := pinger.Ping(ctx)
 			return err
