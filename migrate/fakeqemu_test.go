@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"net"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -308,20 +307,4 @@ func (q *fakeQEMU) status() string {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	return q.run
-}
-
-// checkGoroutines fails the test if more goroutines run when it ends than
-// when it started. Call it first, so that its cleanup runs last.
-func checkGoroutines(t *testing.T) {
-	t.Helper()
-	base := runtime.NumGoroutine()
-	t.Cleanup(func() {
-		for deadline := time.Now().Add(3 * time.Second); runtime.NumGoroutine() > base; time.Sleep(10 * time.Millisecond) {
-			if time.Now().After(deadline) {
-				buf := make([]byte, 1<<20)
-				t.Errorf("goroutine leak: %d running, %d at start\n%s", runtime.NumGoroutine(), base, buf[:runtime.Stack(buf, true)])
-				return
-			}
-		}
-	})
 }

@@ -12,6 +12,7 @@ import (
 
 	"go.uber.org/zap/zaptest"
 
+	"github.com/vmigrate/vmigrate/internal/leakcheck"
 	"github.com/vmigrate/vmigrate/migrate"
 	"github.com/vmigrate/vmigrate/qmp"
 	"github.com/vmigrate/vmigrate/qmp/qmptest"
@@ -84,7 +85,7 @@ func TestRunCompletes(t *testing.T) {
 		{"events-and-polls", 5 * time.Millisecond},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			checkGoroutines(t)
+			leakcheck.Check(t)
 			src, dst := newPair(t, recordedPlan())
 			o := options(t, src, dst)
 			o.PollInterval = tc.poll
@@ -212,7 +213,7 @@ func TestRunPreflightRefuses(t *testing.T) {
 			migrate.ErrUnsafeTCG, true, kvmQuery, statusOnly},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			checkGoroutines(t)
+			leakcheck.Check(t)
 			src, dst := newPair(t, recordedPlan())
 			src.set(func(src *fakeQEMU) { dst.set(func(dst *fakeQEMU) { tc.setup(src, dst) }) })
 			srcBefore, dstBefore := src.status(), dst.status()
@@ -256,7 +257,7 @@ func TestRunAcceleratorAllowed(t *testing.T) {
 		{"tcg-on-10.0", qemu100, false, false, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			checkGoroutines(t)
+			leakcheck.Check(t)
 			src := newFakeQEMU(t, tc.version, qmp.RunStateRunning)
 			dst := newFakeQEMU(t, qemu72, qmp.RunStateInMigrate)
 			src.set(func(src *fakeQEMU) { src.dst, src.plan, src.kvm = dst, recordedPlan(), tc.kvm })
@@ -286,7 +287,7 @@ func failedInfo(pass int64, desc string) qmp.MigrationInfo {
 // QEMU fails the migration during pre-copy and resumes nothing: the
 // source never stopped.
 func TestRunQEMUFailsInPrecopy(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Check(t)
 	const desc = "Unable to write to socket: Broken pipe"
 	plan := append(recordedPlan()[:2], step{events: []event{statusEvent(qmp.MigrationStatusFailed)}, info: failedInfo(2, desc)})
 	src, dst := newPair(t, plan)
@@ -315,7 +316,7 @@ func TestRunQEMUFailsInPrecopy(t *testing.T) {
 func TestRunFailsAfterSwitchover(t *testing.T) {
 	for _, left := range []string{qmp.RunStatePostMigrate, qmp.RunStatePaused} {
 		t.Run(left, func(t *testing.T) {
-			checkGoroutines(t)
+			leakcheck.Check(t)
 			plan := append(recordedPlan()[:4], step{events: []event{statusEvent(qmp.MigrationStatusFailed)}, run: left,
 				info: failedInfo(4, "Unable to write to socket: Connection reset by peer")})
 			src, dst := newPair(t, plan)
@@ -342,7 +343,7 @@ func TestRunFailsAfterSwitchover(t *testing.T) {
 // still alive: it may yet start it, so Run must not resume the source (the
 // VM would run twice). It reports the source as not running.
 func TestRunDestinationStuckSourceNotResumed(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Check(t)
 	src, dst := newPair(t, recordedPlan())
 	dst.set(func(dst *fakeQEMU) { dst.stuck = true })
 	o := options(t, src, dst)
@@ -366,7 +367,7 @@ func TestRunDestinationStuckSourceNotResumed(t *testing.T) {
 // The destination received everything and then exited: the source is the
 // only copy left, so Run resumes it.
 func TestRunDestinationDiesAfterCompletion(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Check(t)
 	src, dst := newPair(t, recordedPlan())
 	dst.set(func(dst *fakeQEMU) { dst.stuck = true })
 	o := options(t, src, dst)
@@ -394,7 +395,7 @@ func TestRunDestinationDiesAfterCompletion(t *testing.T) {
 
 // Cancelling ctx (Ctrl-C) cancels the migration in QEMU; the source runs on.
 func TestRunCancelled(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Check(t)
 	src, dst := newPair(t, recordedPlan()[:2]) // pre-copy that does not converge
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -438,7 +439,7 @@ func TestRunCommandError(t *testing.T) {
 		{"migrate", false, qmptest.Error{Class: qmp.ClassGenericError, Desc: "Failed to connect socket: Connection refused"}},
 	} {
 		t.Run(tc.cmd, func(t *testing.T) {
-			checkGoroutines(t)
+			leakcheck.Check(t)
 			src, dst := newPair(t, recordedPlan())
 			side := src
 			if tc.onDest {
@@ -484,7 +485,7 @@ func TestRunListeningPort(t *testing.T) {
 		{"tcp:127.0.0.1:4444", "tcp:127.0.0.1:4444", false},
 	} {
 		t.Run(tc.incoming, func(t *testing.T) {
-			checkGoroutines(t)
+			leakcheck.Check(t)
 			src, dst := newPair(t, recordedPlan())
 			o := options(t, src, dst)
 			o.IncomingURI = tc.incoming
@@ -520,7 +521,7 @@ func TestRunPollSeesTheEnd(t *testing.T) {
 			info: failedInfo(3, "Unable to write to socket: Broken pipe")}, migrate.StageSwitchover},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			checkGoroutines(t)
+			leakcheck.Check(t)
 			last := tc.last
 			last.events = append(slices.Clone(whole), last.events...)
 			src, dst := newPair(t, []step{

@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vmigrate/vmigrate/internal/leakcheck"
 	"github.com/vmigrate/vmigrate/qmp/qmptest"
 )
 
@@ -113,7 +114,7 @@ func TestParseAddr(t *testing.T) {
 }
 
 func TestVersionAndArgs(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Check(t)
 	c, f := newFake(t)
 	if v := c.Version(); v != (Version{7, 2, 22, "test"}) || v.String() != "7.2.22" || !v.AtLeast(7, 2) || v.AtLeast(7, 3) {
 		t.Errorf("Version() = %+v", v)
@@ -163,7 +164,7 @@ func TestErrorClassPreserved(t *testing.T) {
 }
 
 func TestCancelPendingCall(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Check(t)
 	c, f := newFake(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
@@ -193,7 +194,7 @@ func TestCancelPendingCall(t *testing.T) {
 }
 
 func TestConnectionDropFailsPending(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Check(t)
 	c, f := newFake(t)
 	const n = 8
 	errs := make(chan error, n)
@@ -229,7 +230,7 @@ func TestConnectionDropFailsPending(t *testing.T) {
 }
 
 func TestCloseFailsPendingAndLaterCalls(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Check(t)
 	c, f := newFake(t)
 	go f.read()
 	errc := make(chan error, 1)
@@ -256,7 +257,7 @@ func TestCloseFailsPendingAndLaterCalls(t *testing.T) {
 func TestEventInSameBurstAsReply(t *testing.T) {
 	for _, order := range []string{"event-then-reply", "reply-then-event"} {
 		t.Run(order, func(t *testing.T) {
-			checkGoroutines(t)
+			leakcheck.Check(t)
 			c, f := newFake(t)
 			go func() {
 				r := f.read()
@@ -285,7 +286,7 @@ func TestEventInSameBurstAsReply(t *testing.T) {
 }
 
 func TestEventHistoryOverflow(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Check(t)
 	c, f := newFake(t)
 	const total = MaxEventHistory + 100
 	var b strings.Builder
@@ -339,7 +340,7 @@ func TestEventsBufferedBeforeDropAreDelivered(t *testing.T) {
 }
 
 func TestNextEventCtx(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Check(t)
 	c, _ := newFake(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
 	defer cancel()
@@ -350,7 +351,7 @@ func TestNextEventCtx(t *testing.T) {
 }
 
 func TestOutOfOrderReplies(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Check(t)
 	c, f := newFake(t)
 	go func() {
 		a, b := f.read(), f.read()
@@ -386,7 +387,7 @@ func TestProtocolErrorsAreTerminal(t *testing.T) {
 		{"blank-lines", "\r\n  \n", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			checkGoroutines(t)
+			leakcheck.Check(t)
 			c, f := newFake(t)
 			go io.WriteString(f.conn, tc.send) // fails once the client hangs up
 			if !tc.terminal {
@@ -410,7 +411,7 @@ func TestProtocolErrorsAreTerminal(t *testing.T) {
 
 func TestQuit(t *testing.T) {
 	t.Run("closed-before-reply", func(t *testing.T) {
-		checkGoroutines(t)
+		leakcheck.Check(t)
 		c, f := newFake(t)
 		go func() { f.read(); f.conn.Close() }()
 		if err := c.Quit(testCtx(t)); err != nil {
@@ -444,7 +445,7 @@ func TestNotQMP(t *testing.T) {
 		{"binary", func(c net.Conn) { c.Write([]byte{0, 1, 2, 0xff, '\n'}); io.Copy(io.Discard, c) }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			checkGoroutines(t)
+			leakcheck.Check(t)
 			cc, sc, err := qmptest.SocketPair()
 			if err != nil {
 				t.Fatal(err)
@@ -494,7 +495,7 @@ func TestDialMissingSocket(t *testing.T) {
 }
 
 func TestDialUnixSocket(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Check(t)
 	dir := shortTempDir(t)
 	path := filepath.Join(dir, "vm.qmp")
 	ln, err := net.Listen("unix", path)

@@ -12,10 +12,12 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/vmigrate/vmigrate/internal/leakcheck"
 )
 
 func TestPSKWrongKeyFailsBothSides(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Check(t)
 	c, s := tcpPair(t)
 	ccfg, scfg := pskConfig(t), pskConfig(t)
 	scfg.PSK = []byte("another key, also 32 bytes long!")
@@ -35,7 +37,7 @@ func TestPSKWrongKeyFailsBothSides(t *testing.T) {
 // plaintext cannot pass the key proof, though it relays it faithfully: each
 // side's proof is bound to its own TLS session.
 func TestPSKDefeatsTLSMiddleman(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Check(t)
 	c, mitmFromClient := tcpPair(t)
 	mitmToServer, s := tcpPair(t)
 	var wg sync.WaitGroup
@@ -95,7 +97,7 @@ func (p pki) config(t *testing.T, name string, ca pki) Config {
 }
 
 func TestCertMode(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Check(t)
 	good := newPKI(t, t.TempDir())
 	rogue := newPKI(t, t.TempDir())
 
@@ -140,7 +142,7 @@ func TestCertMode(t *testing.T) {
 }
 
 func TestInsecureOnlyWhenSet(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Check(t)
 	c, s := tcpPair(t)
 	if _, err := Client(testCtx(t), c, Config{}); err == nil || !strings.Contains(err.Error(), "exactly one") {
 		t.Fatalf("zero Config: %v", err)
@@ -175,7 +177,7 @@ func TestInsecureOnlyWhenSet(t *testing.T) {
 }
 
 func TestNotAPeer(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Check(t)
 	for _, cfg := range []Config{pskConfig(t), {Insecure: true}} {
 		// A server fed an HTTP request.
 		http, s := tcpPair(t)
@@ -215,7 +217,7 @@ func TestNotAPeer(t *testing.T) {
 }
 
 func TestHandshakeBoundedByCtx(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Check(t)
 	c, s := tcpPair(t)
 	defer s.Close() // a peer that accepts and says nothing
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"go.uber.org/zap/zaptest"
+
+	"github.com/vmigrate/vmigrate/internal/leakcheck"
 )
 
 // fakeQEMU listens like a destination QEMU's incoming socket: for each
@@ -77,7 +79,7 @@ func migrate(t *testing.T, addr net.Addr, data []byte) {
 }
 
 func TestSourceDest(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Check(t)
 	dir := t.TempDir()
 	ramQEMU := fakeQEMU(t, "tcp", "127.0.0.1:0")
 	diskQEMU := fakeQEMU(t, "unix", filepath.Join(dir, "nbd.sock"))
@@ -176,7 +178,7 @@ func TestSourceDest(t *testing.T) {
 // With a wrong key the source fails to start, the dest refuses the
 // connection, and the forward side is never dialled.
 func TestWrongKeyNothingForwarded(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Check(t)
 	ctx := testCtx(t)
 	var dials atomic.Int32
 	d, err := StartDest(ctx, DestConfig{
@@ -222,7 +224,7 @@ func TestWrongKeyNothingForwarded(t *testing.T) {
 // RunSource returns nil when its ctx ends, and an error when the tunnel
 // session fails; RunDest returns when its ctx ends.
 func TestRunSourceDest(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Check(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/vmigrate/vmigrate/internal/leakcheck"
 )
 
 // rawPeer is the server end of an insecure session driven byte by byte by
@@ -72,7 +74,7 @@ func u32(v uint32) []byte { return binary.BigEndian.AppendUint32(nil, v) }
 // Every protocol violation ends the session here with ErrProtocol and is
 // reported to the peer in a GOAWAY with code 1 and the same text.
 func TestProtocolErrorsBothEnds(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Check(t)
 	open := Frame{Type: FrameOpen, Channel: 2, Payload: []byte("ram")}
 	tests := []struct {
 		name   string
@@ -117,7 +119,7 @@ func TestProtocolErrorsBothEnds(t *testing.T) {
 // A GOAWAY from the peer ends the session with a *RemoteError, and channels
 // report it.
 func TestRemoteGoAway(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Check(t)
 	cs, peer := newRawPeer(t)
 	ch, err := cs.OpenChannel(testCtx(t), "ram")
 	if err != nil {
@@ -133,7 +135,7 @@ func TestRemoteGoAway(t *testing.T) {
 
 // Frames for a channel that ended here but not yet at the peer are ignored.
 func TestLateFramesIgnored(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Check(t)
 	cs, peer := newRawPeer(t)
 	ctx := testCtx(t)
 	ch, _ := cs.OpenChannel(ctx, "ram")
@@ -183,7 +185,7 @@ func equalTypes(a, b []FrameType) bool {
 // A stream cut between frames without GOAWAY, or inside one, is a lost
 // connection reported as io.ErrUnexpectedEOF.
 func TestTruncatedStream(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Check(t)
 	for _, tail := range [][]byte{nil, rawHeader(byte(FrameData), 0, 0, 2, 100)[:7], append(rawHeader(byte(FrameData), 0, 0, 2, 100), "abc"...)} {
 		cs, peer := newRawPeer(t)
 		ch, _ := cs.OpenChannel(testCtx(t), "ram")
@@ -246,7 +248,7 @@ func tamperProxy(t *testing.T, client, server net.Conn, edit func(off int64, b [
 // A byte flipped inside the TLS stream, deep into a transfer, aborts the
 // session on both ends with an error; no corrupted byte is delivered.
 func TestTamperedTLSStream(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Check(t)
 	const flipAt = 1 << 20
 	c, p1 := tcpPair(t)
 	p2, s := tcpPair(t)
@@ -291,7 +293,7 @@ func TestTamperedTLSStream(t *testing.T) {
 
 // A TLS stream cut in the middle is reported as io.ErrUnexpectedEOF.
 func TestTruncatedTLSStream(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Check(t)
 	const cutAt = 200 << 10
 	c, p1 := tcpPair(t)
 	p2, s := tcpPair(t)

@@ -9,12 +9,14 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/vmigrate/vmigrate/internal/leakcheck"
 )
 
 // Many channels at once, both directions, over TLS on loopback TCP: every
 // byte arrives, in order, on the right channel.
 func TestManyChannelsRoundTrip(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Check(t)
 	ccfg, scfg := pskConfig(t), pskConfig(t)
 	ccfg.Window, scfg.Window = 256<<10, 128<<10 // different windows on purpose
 	scfg.MaxPayload = 16 << 10                  // client must cut its DATA to 16 KiB
@@ -105,7 +107,7 @@ func TestManyChannelsRoundTrip(t *testing.T) {
 // With the reader stalled, the writer blocks once it has sent one window,
 // and the receiver never holds more than the window; reading resumes it.
 func TestBackpressure(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Check(t)
 	const window = 64 << 10
 	ccfg, scfg := pskConfig(t), pskConfig(t)
 	scfg.Window = window
@@ -182,7 +184,7 @@ func TestBackpressure(t *testing.T) {
 
 // Half-close: each direction ends on its own, in order.
 func TestHalfClose(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Check(t)
 	cs, ss := sessionPair(t, pskConfig(t), pskConfig(t))
 	ctx := testCtx(t)
 	a, err := cs.OpenChannel(ctx, "ram")
@@ -241,7 +243,7 @@ func waitFor(t *testing.T, cond func() bool) {
 // Close before the peer finished resets: the peer's writes fail instead of
 // waiting for credit forever, and the session goes on.
 func TestCloseResetsPeer(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Check(t)
 	scfg := pskConfig(t)
 	scfg.Window = MinWindow
 	cs, ss := sessionPair(t, pskConfig(t), scfg)
@@ -284,7 +286,7 @@ func TestCloseResetsPeer(t *testing.T) {
 // A RESET after CLOSE aborts only what was unfinished: the peer still reads
 // the finished stream to its end.
 func TestResetAfterCloseKeepsStream(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Check(t)
 	cs, ss := sessionPair(t, pskConfig(t), pskConfig(t))
 	ctx := testCtx(t)
 	a, _ := cs.OpenChannel(ctx, "ram")
@@ -318,7 +320,7 @@ func TestResetAfterCloseKeepsStream(t *testing.T) {
 // Closing the session fails every channel with one terminal error, on both
 // sides.
 func TestSessionCloseFailsChannels(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Check(t)
 	cs, ss := sessionPair(t, pskConfig(t), pskConfig(t))
 	ctx := testCtx(t)
 	var chans []*Channel
@@ -363,7 +365,7 @@ func TestSessionCloseFailsChannels(t *testing.T) {
 }
 
 func TestDeadlines(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Check(t)
 	cs, ss := sessionPair(t, pskConfig(t), pskConfig(t))
 	ctx := testCtx(t)
 	a, _ := cs.OpenChannel(ctx, "ram")
@@ -393,7 +395,7 @@ func TestDeadlines(t *testing.T) {
 
 // Channels the peer opens beyond the accept backlog are refused with a RESET.
 func TestAcceptBacklogRefuses(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Check(t)
 	scfg := pskConfig(t)
 	scfg.AcceptBacklog = 2
 	cs, ss := sessionPair(t, pskConfig(t), scfg)
@@ -424,7 +426,7 @@ func TestAcceptBacklogRefuses(t *testing.T) {
 }
 
 func TestKeepAlive(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Check(t)
 	ccfg, scfg := pskConfig(t), pskConfig(t)
 	ccfg.KeepAlive, scfg.KeepAlive = 20*time.Millisecond, 20*time.Millisecond
 	cs, ss := sessionPair(t, ccfg, scfg)
@@ -437,7 +439,7 @@ func TestKeepAlive(t *testing.T) {
 
 // A peer that goes silent is detected by the keepalive.
 func TestKeepAliveTimeout(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Check(t)
 	c, s := tcpPair(t)
 	defer s.Close()
 	go func() { // a peer that greets, then only reads
@@ -461,7 +463,7 @@ func TestKeepAliveTimeout(t *testing.T) {
 }
 
 func TestOpenChannelName(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Check(t)
 	cs, ss := sessionPair(t, pskConfig(t), pskConfig(t))
 	ctx := testCtx(t)
 	for _, name := range []string{"", string(make([]byte, MaxNameLen+1)), "\xff"} {

@@ -7,7 +7,6 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
-	"runtime"
 	"testing"
 	"time"
 
@@ -125,26 +124,6 @@ func (s *streamReader) check(b []byte) error {
 // within reports whether got is within frac of want.
 func within(got, want, frac float64) bool {
 	return got >= want*(1-frac) && got <= want*(1+frac)
-}
-
-// checkGoroutines fails the test if, when it ends, more goroutines run than
-// when it started (after giving exiting ones a moment). Call it first so its
-// cleanup runs last; do not use it in parallel tests.
-func checkGoroutines(t *testing.T) {
-	t.Helper()
-	base := runtime.NumGoroutine()
-	t.Cleanup(func() {
-		deadline := time.Now().Add(5 * time.Second)
-		for runtime.NumGoroutine() > base {
-			if time.Now().After(deadline) {
-				buf := make([]byte, 1<<20)
-				buf = buf[:runtime.Stack(buf, true)]
-				t.Errorf("goroutine leak: %d running, %d at start\n%s", runtime.NumGoroutine(), base, buf)
-				return
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-	})
 }
 
 var _ net.Conn = (*memconn.Conn)(nil)

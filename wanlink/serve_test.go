@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"go.uber.org/zap/zaptest"
+
+	"github.com/vmigrate/vmigrate/internal/leakcheck"
 )
 
 // upstream listens on loopback; each connection it accepts is handled by
@@ -77,7 +79,7 @@ func TestServeRelaysTCPExactly(t *testing.T) {
 		{Bandwidth: 2_000_000_000, RTT: 2 * time.Millisecond, Jitter: 500 * time.Microsecond},
 	} {
 		t.Run(cfg.String(), func(t *testing.T) {
-			checkGoroutines(t)
+			leakcheck.Check(t)
 			const total = 64 << 20
 			l, err := New(cfg, zaptest.NewLogger(t))
 			if err != nil {
@@ -141,7 +143,7 @@ func TestServeRelaysTCPExactly(t *testing.T) {
 }
 
 func TestServeSurvivesFailedDialAndEndsOnClose(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Check(t)
 	l, err := New(Config{Bandwidth: 10_000_000, RTT: 10 * time.Millisecond}, zaptest.NewLogger(t))
 	if err != nil {
 		t.Fatal(err)

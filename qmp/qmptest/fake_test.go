@@ -8,32 +8,16 @@ import (
 	"io"
 	"net"
 	"reflect"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/vmigrate/vmigrate/internal/leakcheck"
 	"github.com/vmigrate/vmigrate/qmp"
 	"github.com/vmigrate/vmigrate/qmp/qmptest"
 )
 
 var qemu72 = qmptest.Version{Major: 7, Minor: 2, Micro: 22, Package: "Debian 1:7.2+dfsg-7+deb12u18+b3"}
-
-// checkGoroutines fails the test if more goroutines run when it ends than
-// when it started. Call it first, so that its cleanup runs last.
-func checkGoroutines(t *testing.T) {
-	t.Helper()
-	base := runtime.NumGoroutine()
-	t.Cleanup(func() {
-		for deadline := time.Now().Add(3 * time.Second); runtime.NumGoroutine() > base; time.Sleep(10 * time.Millisecond) {
-			if time.Now().After(deadline) {
-				buf := make([]byte, 1<<20)
-				t.Errorf("goroutine leak: %d running, %d at start\n%s", runtime.NumGoroutine(), base, buf[:runtime.Stack(buf, true)])
-				return
-			}
-		}
-	})
-}
 
 func dial(t *testing.T, f *qmptest.Fake) *qmp.Client {
 	t.Helper()
@@ -49,7 +33,7 @@ func dial(t *testing.T, f *qmptest.Fake) *qmp.Client {
 }
 
 func TestFakeAnswersWithHandler(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Check(t)
 	f := qmptest.NewFake(qemu72, func(cmd string, args json.RawMessage) (any, error) {
 		switch cmd {
 		case "query-status":
@@ -113,7 +97,7 @@ func TestFakeAnswersWithHandler(t *testing.T) {
 // Events sent from the Handler precede its reply on the wire; events sent
 // from another goroutine arrive between replies.
 func TestFakeEvents(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Check(t)
 	var f *qmptest.Fake
 	f = qmptest.NewFake(qemu72, func(cmd string, args json.RawMessage) (any, error) {
 		if cmd == "stop" {
@@ -169,7 +153,7 @@ func TestFakeEvents(t *testing.T) {
 
 // The Fake reports a client that breaks QMP, and answers it as QEMU would.
 func TestFakeReportsProtocolErrors(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Check(t)
 	for _, tc := range []struct {
 		name, send, reply, err string
 	}{
@@ -204,7 +188,7 @@ func TestFakeReportsProtocolErrors(t *testing.T) {
 // Close hangs up like a QEMU that exits: the client's calls fail with
 // qmp.ErrClosed, and later events and Serve calls go nowhere.
 func TestFakeClose(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Check(t)
 	f := qmptest.NewFake(qemu72, func(string, json.RawMessage) (any, error) { return nil, nil })
 	c := dial(t, f)
 	f.Close()
