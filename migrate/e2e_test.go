@@ -15,75 +15,19 @@ import (
 	"github.com/vmigrate/vmigrate/qmp"
 )
 
+const wss = 64 << 20
+
 // A small busy guest: 256 MiB, 64 MiB working set.
 func busyGuest(t *testing.T) *lab.Lab {
-	t.Helper()
-	w := workload.Config{Name: workload.MemDirty, WSSBytes: 64 << 20, PagesPerSec: 2000, BytesPerPage: 8, HotFraction: 1, HotWeight: 1}
-	l := labtest.Start(t, labtest.Config(t, 256<<20, w))
-	waitPopulated(t, l)
-	return l
+	w := workload.Config{Name: workload.MemDirty, WSSBytes: wss, PagesPerSec: 2000, BytesPerPage: 8, HotFraction: 1, HotWeight: 1}
+	return labtest.StartBusy(t, 256<<20, w)
 }
 
-func waitPopulated(t *testing.T, l *lab.Lab) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	for {
-		st, err := l.Guest.Status(ctx)
-		if err == nil && st.Workload.Populated {
-			return
-		}
-		if ctx.Err() != nil {
-			t.Fatalf("workload never populated: %v", err)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-}
-
-func dial(t *testing.T, l *lab.Lab) (src, dst *qmp.Client) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	var err error
-	if src, err = qmp.Dial(ctx, l.Src.Spec.QMP); err != nil {
-		t.Fatal(err)
-	}
-	if dst, err = qmp.Dial(ctx, l.Dst.Spec.QMP); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { src.Close(); dst.Close() })
-	return src, dst
-}
-
-// verifyIntact asserts the guest answers at its address and every page of
-// its workload is intact.
-func verifyIntact(t *testing.T, l *lab.Lab) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	v, err := l.Guest.Verify(ctx)
-	if err != nil {
-		t.Fatalf("verify: %v", err)
-	}
-	if v.PagesWrong != 0 || v.PagesChecked != 64<<20/4096 {
-		t.Fatalf("verify: %d pages checked, %d wrong; want %d checked, 0 wrong", v.PagesChecked, v.PagesWrong, 64<<20/4096)
-	}
-}
-
-func sourceStatus(t *testing.T, c *qmp.Client) string {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	st, err := c.QueryStatus(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return st.Status
-}
+func verifyIntact(t *testing.T, l *lab.Lab) { labtest.Intact(t, l, wss/4096) }
 
 func TestMigrateRealGuest(t *testing.T) {
 	l := busyGuest(t)
-	src, dst := dial(t, l)
+	src, dst := labtest.QMP(t, l)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	before, err := l.Guest.Status(ctx)
@@ -144,7 +88,7 @@ func TestMigrateRealGuest(t *testing.T) {
 // running with its memory intact.
 func TestDestinationDiesSourceKeepsRunning(t *testing.T) {
 	l := busyGuest(t)
-	src, dst := dial(t, l)
+	src, dst := labtest.QMP(t, l)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	slow := uint64(8 << 20) // 8 MiB/s: the copy takes long enough to interrupt
@@ -166,7 +110,7 @@ func TestDestinationDiesSourceKeepsRunning(t *testing.T) {
 	if !me.SourceRunning || me.Stage == migrate.StagePreflight || res.Status != migrate.StatusFailed {
 		t.Fatalf("status %q stage %q source running %v: %v", res.Status, me.Stage, me.SourceRunning, err)
 	}
-	if s := sourceStatus(t, src); s != "running" {
+	if s := labtest.Status(t, src); s != "running" {
 		t.Fatalf("source status %q after the failure", s)
 	}
 	verifyIntact(t, l)
@@ -176,7 +120,7 @@ func TestDestinationDiesSourceKeepsRunning(t *testing.T) {
 // the source running.
 func TestCancelLeavesSourceRunning(t *testing.T) {
 	l := busyGuest(t)
-	src, dst := dial(t, l)
+	src, dst := labtest.QMP(t, l)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	slow := uint64(8 << 20)
@@ -193,7 +137,7 @@ func TestCancelLeavesSourceRunning(t *testing.T) {
 	if !errors.As(err, &me) || !me.Cancelled || res.Status != migrate.StatusCancelled {
 		t.Fatalf("status %q err %v, want cancelled", res.Status, err)
 	}
-	if s := sourceStatus(t, src); s != "running" {
+	if s := labtest.Status(t, src); s != "running" {
 		t.Fatalf("source status %q after cancel", s)
 	}
 	mctx, mcancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -216,7 +160,7 @@ func TestUnsafeTCGRefused(t *testing.T) {
 		t.Skipf("system QEMU %s (%v) is not affected", v, err)
 	}
 	l := labtest.Start(t, cfg)
-	src, dst := dial(t, l)
+	src, dst := labtest.QMP(t, l)
 	before, err := l.Guest.Status(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -226,10 +170,10 @@ func TestUnsafeTCGRefused(t *testing.T) {
 	if !errors.As(err, &me) || me.Stage != migrate.StagePreflight || !errors.Is(err, migrate.ErrUnsafeTCG) {
 		t.Fatalf("err = %v, want a preflight ErrUnsafeTCG", err)
 	}
-	if s := sourceStatus(t, src); s != "running" {
+	if s := labtest.Status(t, src); s != "running" {
 		t.Fatalf("source %q after the refusal", s)
 	}
-	if s := sourceStatus(t, dst); s != "inmigrate" {
+	if s := labtest.Status(t, dst); s != "inmigrate" {
 		t.Fatalf("destination %q after the refusal", s)
 	}
 	res, err := migrate.Run(ctx, migrate.Options{Src: src, Dst: dst, IncomingURI: l.IncomingURI, RelayDir: l.Dir, AllowUnsafeTCG: true, Log: zaptest.NewLogger(t)})

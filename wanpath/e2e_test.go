@@ -15,7 +15,6 @@ import (
 	"github.com/vmigrate/vmigrate/lab"
 	"github.com/vmigrate/vmigrate/lab/labtest"
 	"github.com/vmigrate/vmigrate/migrate"
-	"github.com/vmigrate/vmigrate/qmp"
 	"github.com/vmigrate/vmigrate/tunnel"
 	"github.com/vmigrate/vmigrate/wanlink"
 	"github.com/vmigrate/vmigrate/wanpath"
@@ -24,37 +23,8 @@ import (
 const wss = 64 << 20
 
 func busyLab(t *testing.T) *lab.Lab {
-	t.Helper()
 	w := workload.Config{Name: workload.MemDirty, WSSBytes: wss, PagesPerSec: 2000, BytesPerPage: 8, HotFraction: 1, HotWeight: 1}
-	l := labtest.Start(t, labtest.Config(t, 256<<20, w))
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	for {
-		st, err := l.Guest.Status(ctx)
-		if err == nil && st.Workload.Populated {
-			return l
-		}
-		if ctx.Err() != nil {
-			t.Fatalf("workload never populated: %v", err)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-}
-
-func clients(t *testing.T, l *lab.Lab) (*qmp.Client, *qmp.Client) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	src, err := qmp.Dial(ctx, l.Src.Spec.QMP)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dst, err := qmp.Dial(ctx, l.Dst.Spec.QMP)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { src.Close(); dst.Close() })
-	return src, dst
+	return labtest.StartBusy(t, 256<<20, w)
 }
 
 func key(t *testing.T) []byte {
@@ -65,31 +35,12 @@ func key(t *testing.T) []byte {
 	return k
 }
 
-func intact(t *testing.T, l *lab.Lab) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	v, err := l.Guest.Verify(ctx)
-	if err != nil || v.PagesWrong != 0 || v.PagesChecked != wss/4096 {
-		t.Fatalf("verify: %+v, %v", v, err)
-	}
-}
-
-func status(t *testing.T, c *qmp.Client) string {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	st, err := c.QueryStatus(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return st.Status
-}
+func intact(t *testing.T, l *lab.Lab) { labtest.Intact(t, l, wss/4096) }
 
 // The lab guest moves through the tunnel and an emulated link, intact.
 func TestMigrateOverWAN(t *testing.T) {
 	l := busyLab(t)
-	src, dst := clients(t, l)
+	src, dst := labtest.QMP(t, l)
 	k := key(t)
 	link := wanlink.Config{Bandwidth: 400e6, RTT: 20 * time.Millisecond}
 	path, err := wanpath.New(wanpath.Config{Dir: l.Dir, Link: &link, Tunnel: tunnel.Config{PSK: k}, DestTunnel: tunnel.Config{PSK: k}, Log: zaptest.NewLogger(t)})
@@ -119,7 +70,7 @@ func TestMigrateOverWAN(t *testing.T) {
 // starts, nothing reaches the destination QEMU, the source runs on.
 func TestWrongKeyRefused(t *testing.T) {
 	l := busyLab(t)
-	src, dst := clients(t, l)
+	src, dst := labtest.QMP(t, l)
 	path, err := wanpath.New(wanpath.Config{Dir: l.Dir, Tunnel: tunnel.Config{PSK: key(t)}, DestTunnel: tunnel.Config{PSK: key(t)}, Log: zaptest.NewLogger(t)})
 	if err != nil {
 		t.Fatal(err)
@@ -140,10 +91,10 @@ func TestWrongKeyRefused(t *testing.T) {
 	if err != nil || (mi.Status != "" && mi.Status != "none") {
 		t.Errorf("source migration status %q (%v): the source must never have started", mi.Status, err)
 	}
-	if s := status(t, dst); s != "inmigrate" {
+	if s := labtest.Status(t, dst); s != "inmigrate" {
 		t.Errorf("destination %s: it must have received nothing", s)
 	}
-	if s := status(t, src); s != "running" {
+	if s := labtest.Status(t, src); s != "running" {
 		t.Fatalf("source %s", s)
 	}
 	intact(t, l)
@@ -207,7 +158,7 @@ func TestTamperedTunnelAborts(t *testing.T) {
 	}{{"corrupted byte", false}, {"cut connection", true}} {
 		t.Run(tc.name, func(t *testing.T) {
 			l := busyLab(t)
-			src, dst := clients(t, l)
+			src, dst := labtest.QMP(t, l)
 			k := key(t)
 			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 			defer cancel()
@@ -232,7 +183,7 @@ func TestTamperedTunnelAborts(t *testing.T) {
 			if !tampered.Load() {
 				t.Fatalf("the proxy never tampered (stream %d bytes)", res.StreamBytes)
 			}
-			if s := status(t, src); s != "running" {
+			if s := labtest.Status(t, src); s != "running" {
 				t.Fatalf("source %s", s)
 			}
 			intact(t, l)

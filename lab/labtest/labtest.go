@@ -16,6 +16,7 @@ import (
 	"github.com/vmigrate/vmigrate/guest"
 	"github.com/vmigrate/vmigrate/guest/workload"
 	"github.com/vmigrate/vmigrate/lab"
+	"github.com/vmigrate/vmigrate/qmp"
 )
 
 // Required reports whether real-QEMU tests must run rather than skip.
@@ -101,4 +102,67 @@ func Start(t testing.TB, cfg lab.Config) *lab.Lab {
 		}
 	})
 	return l
+}
+
+// StartBusy starts a lab whose guest runs w and waits until w has filled
+// its working set.
+func StartBusy(t testing.TB, mem int64, w workload.Config) *lab.Lab {
+	t.Helper()
+	l := Start(t, Config(t, mem, w))
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	for {
+		st, err := l.Guest.Status(ctx)
+		if err == nil && st.Workload.Populated {
+			return l
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("workload never populated: %v", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// QMP connects to both monitors of the lab for the length of the test.
+func QMP(t testing.TB, l *lab.Lab) (src, dst *qmp.Client) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var err error
+	if src, err = qmp.Dial(ctx, l.Src.Spec.QMP); err != nil {
+		t.Fatal(err)
+	}
+	if dst, err = qmp.Dial(ctx, l.Dst.Spec.QMP); err != nil {
+		src.Close()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { src.Close(); dst.Close() })
+	return src, dst
+}
+
+// Status is a VM's run state.
+func Status(t testing.TB, c *qmp.Client) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	st, err := c.QueryStatus(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st.Status
+}
+
+// Intact asserts that the guest answers at its address and that /verify
+// checked wantPages pages and found none wrong.
+func Intact(t testing.TB, l *lab.Lab, wantPages int64) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	v, err := l.Guest.Verify(ctx)
+	if err != nil {
+		t.Fatalf("verify: %v", err)
+	}
+	if v.PagesWrong != 0 || v.PagesChecked != wantPages {
+		t.Fatalf("verify: %d pages checked, %d wrong; want %d checked, 0 wrong", v.PagesChecked, v.PagesWrong, wantPages)
+	}
 }
