@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 
 	"github.com/urfave/cli/v2"
@@ -23,6 +24,8 @@ type env struct {
 	stdout io.Writer
 	stderr io.Writer
 	log    *zap.Logger
+
+	stopProfile func() // set by --cpu-profile
 }
 
 func getEnv(c *cli.Context) *env { return c.App.Metadata["env"].(*env) }
@@ -38,6 +41,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		Metadata:  map[string]any{"env": e},
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error (logs go to stderr)"},
+			&cli.StringFlag{Name: "cpu-profile", Hidden: true, Usage: "write a Go CPU profile of this run to FILE (for performance work)"},
 			&cli.StringFlag{Name: "cache-dir", EnvVars: []string{"VMIGRATE_CACHE"}, Usage: "where the guest image and probe results are kept (default $XDG_CACHE_HOME/vmigrate or ~/.cache/vmigrate)"},
 		},
 		Before: func(c *cli.Context) error {
@@ -46,6 +50,17 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 				return withCode(ExitUsage, fmt.Errorf("--log-level: %w", err))
 			}
 			e.log = newLogger(stderr, lvl)
+			if p := c.String("cpu-profile"); p != "" {
+				f, err := os.Create(p)
+				if err != nil {
+					return withCode(ExitUsage, fmt.Errorf("--cpu-profile: %w", err))
+				}
+				if err := pprof.StartCPUProfile(f); err != nil {
+					f.Close()
+					return withCode(ExitUsage, fmt.Errorf("--cpu-profile: %w", err))
+				}
+				e.stopProfile = func() { pprof.StopCPUProfile(); f.Close() }
+			}
 			return nil
 		},
 		Commands: []*cli.Command{
@@ -59,6 +74,9 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		ExitErrHandler: func(*cli.Context, error) {}, // Main maps errors to codes
 	}
 	err := app.RunContext(ctx, args)
+	if e.stopProfile != nil {
+		e.stopProfile()
+	}
 	if err == nil {
 		return ExitOK
 	}
