@@ -1,5 +1,5 @@
-// Command vmigrate live-migrates QEMU/KVM virtual machines, disks
-// included, over slow and distant links. See README.md.
+// Command vmigrate live-migrates QEMU/KVM virtual machines
+// over slow and distant links. See README.md.
 package main
 
 import (

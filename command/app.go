@@ -35,7 +35,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	e := &env{ctx: ctx, stdout: stdout, stderr: stderr, log: zap.NewNop()}
 	app := &cli.App{
 		Name:      "vmigrate",
-		Usage:     "live-migrate QEMU/KVM virtual machines, disks included, over slow and distant links",
+		Usage:     "live-migrate QEMU/KVM virtual machines over slow and distant links",
 		Writer:    stdout,
 		ErrWriter: stderr,
 		Metadata:  map[string]any{"env": e},
