@@ -25,7 +25,7 @@ intact, prints a report and tears everything down. Needs root.`,
 			unsafeTCGFlag(),
 			&cli.BoolFlag{Name: "direct", Usage: "QEMU to QEMU over TCP inside the lab, no relay and no tunnel (a baseline for measurements)"},
 			&cli.Uint64Flag{Name: "max-bandwidth", Usage: "QEMU's max-bandwidth in MiB/s (default: QEMU's own, 128)"},
-		), wanFlags()...),
+		), append(wanFlags(), policyFlags()...)...),
 		Action: func(c *cli.Context) error {
 			e := getEnv(c)
 			cfg, err := labConfig(c, true)
@@ -52,12 +52,16 @@ intact, prints a report and tears everything down. Needs root.`,
 				v := c.Uint64("max-bandwidth") << 20
 				params = &qmp.MigrationParameters{MaxBandwidth: &v}
 			}
+			policy, err := buildPolicy(c)
+			if err != nil {
+				return err
+			}
 			prog := newProgressLine(e.stderr, !c.Bool("json"))
 			res, err := scenarios.Demo(e.ctx, scenarios.DemoOptions{
 				Image: cfg.Image, MemBytes: cfg.MemBytes, Workload: cfg.Workload, Accel: cfg.Accel,
 				CacheDir: cfg.CacheDir, QEMU: cfg.QEMU, Progress: prog.update, Log: e.log,
 				AllowUnsafeTCG: c.Bool("allow-unsafe-tcg"), Transport: transport, Path: path,
-				Direct: c.Bool("direct"), Parameters: params,
+				Direct: c.Bool("direct"), Parameters: params, Policy: policy,
 			})
 			prog.done()
 			if err != nil && res.Error == "" {

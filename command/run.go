@@ -42,7 +42,7 @@ the source could not be confirmed running.`,
 			&cli.Uint64Flag{Name: "downtime-limit", Usage: "QEMU's downtime-limit in ms (default: leave QEMU's)"},
 			unsafeTCGFlag(),
 			&cli.StringFlag{Name: "probe", Usage: "URL the guest answers (e.g. http://10.0.0.5/); it is requested every 10 ms during the migration to measure the downtime clients see"},
-		}, append(wanFlags(), tunnelFlags()...)...),
+		}, append(append(wanFlags(), tunnelFlags()...), policyFlags()...)...),
 		Action: func(c *cli.Context) error {
 			e := getEnv(c)
 			if c.Args().Len() > 0 {
@@ -91,11 +91,15 @@ the source could not be confirmed running.`,
 					return withCode(ExitUsage, fmt.Errorf("--probe: %w", err))
 				}
 			}
+			policy, err := buildPolicy(c)
+			if err != nil {
+				return err
+			}
 			prog := newProgressLine(e.stderr, true)
 			res, err := migrate.Run(e.ctx, migrate.Options{
 				Src: src, Dst: dst, IncomingURI: incoming, RelayDir: relayDir, Transport: transport,
 				Parameters: params, PollInterval: c.Duration("poll"), AllowUnsafeTCG: c.Bool("allow-unsafe-tcg"),
-				Progress: prog.update, Log: e.log, Probe: pc,
+				Progress: prog.update, Log: e.log, Probe: pc, Policy: policy,
 			})
 			prog.done()
 			if c.Bool("json") {
@@ -205,7 +209,10 @@ func printResult(w io.Writer, r migrate.Result) {
 	if r.WireBytes > 0 {
 		fmt.Fprintf(w, "wire        %s crossed the emulated link (both directions)\n", humanBytes(r.WireBytes))
 	}
-	fmt.Fprintf(w, "passes      %d\n", len(r.Passes))
+	fmt.Fprintf(w, "passes      %d (policy %s)\n", len(r.Passes), r.Policy)
+	if d := r.Decision; d != nil {
+		fmt.Fprintf(w, "decision    %s after pass %d at %d ms: %s\n", d.Action, d.Pass, d.DecidedAtMS, d.Reason)
+	}
 	for _, p := range r.Passes {
 		fmt.Fprintf(w, "  pass %-3d at %6d ms  remaining %9s  sent %9s  dirty %d pages/s\n",
 			p.Pass, p.TMS, humanBytes(p.RemainingBytes), humanBytes(p.TransferredBytes), p.DirtyPagesRate)

@@ -13,6 +13,7 @@ import (
 	"github.com/vmigrate/vmigrate/lab/labtest"
 	"github.com/vmigrate/vmigrate/migrate"
 	"github.com/vmigrate/vmigrate/qmp"
+	"github.com/vmigrate/vmigrate/stopcopy"
 )
 
 const wss = 64 << 20
@@ -184,4 +185,68 @@ func TestUnsafeTCGRefused(t *testing.T) {
 	if err != nil || after.BootID != before.BootID {
 		t.Fatalf("idle guest after the move: %+v, %v", after, err)
 	}
+}
+
+// A vmigrate stop rule holds QEMU in pre-copy, forces the stop-and-copy
+// when it decides, records the decision, and puts the user's downtime
+// limit back afterwards.
+func TestSmartPolicyDecides(t *testing.T) {
+	l := busyGuest(t)
+	src, dst := labtest.QMP(t, l)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	before, err := src.QueryMigrateParameters(ctx)
+	if err != nil || before.DowntimeLimit == nil {
+		t.Fatalf("query-migrate-parameters: %+v, %v", before, err)
+	}
+	res, err := migrate.Run(ctx, migrate.Options{
+		Src: src, Dst: dst, IncomingURI: l.IncomingURI, RelayDir: l.Dir,
+		Policy: stopcopy.Smart{Window: 5}, Log: zaptest.NewLogger(t),
+	})
+	if err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	d := res.Decision
+	if res.Policy != "smart" || d == nil || d.Action != "stop-and-copy" || d.Rule == "" || d.Pass < 2 {
+		t.Fatalf("policy %q decision %+v", res.Policy, d)
+	}
+	if d.SourceStoppedAtMS < d.DecidedAtMS || res.SwitchoverMS != d.SourceStoppedAtMS {
+		t.Errorf("decided at %d ms, source stopped at %d ms (switchover %d)", d.DecidedAtMS, d.SourceStoppedAtMS, res.SwitchoverMS)
+	}
+	after, err := src.QueryMigrateParameters(ctx)
+	if err != nil || after.DowntimeLimit == nil || *after.DowntimeLimit != *before.DowntimeLimit {
+		t.Errorf("downtime-limit after the migration %v (%v), was %d", after.DowntimeLimit, err, *before.DowntimeLimit)
+	}
+	verifyIntact(t, l)
+}
+
+// A budget that aborts cancels the migration when it is breached; the
+// source runs on, intact, with its downtime limit restored.
+func TestBudgetAborts(t *testing.T) {
+	l := busyGuest(t)
+	src, dst := labtest.QMP(t, l)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	slow := uint64(4 << 20) // 4 MiB/s: far from done after the budget
+	res, err := migrate.Run(ctx, migrate.Options{
+		Src: src, Dst: dst, IncomingURI: l.IncomingURI, RelayDir: l.Dir,
+		Parameters: &qmp.MigrationParameters{MaxBandwidth: &slow},
+		Policy:     stopcopy.Budget{Inner: stopcopy.Xen{}, MaxTime: 3 * time.Second, OnBreach: stopcopy.Abort},
+		Log:        zaptest.NewLogger(t),
+	})
+	var me *migrate.Error
+	if !errors.Is(err, migrate.ErrBudget) || !errors.As(err, &me) || !me.SourceRunning {
+		t.Fatalf("err = %v, want ErrBudget with the source running", err)
+	}
+	if res.Decision == nil || res.Decision.Rule != stopcopy.RuleBudgetTime || res.TotalMS > 20_000 {
+		t.Errorf("decision %+v after %d ms", res.Decision, res.TotalMS)
+	}
+	if s := labtest.Status(t, src); s != "running" {
+		t.Fatalf("source %s", s)
+	}
+	p, err := src.QueryMigrateParameters(ctx)
+	if err != nil || p.DowntimeLimit == nil || *p.DowntimeLimit != 300 {
+		t.Errorf("downtime-limit %v (%v), want QEMU's 300 ms back", p.DowntimeLimit, err)
+	}
+	verifyIntact(t, l)
 }

@@ -42,6 +42,10 @@ type Result struct {
 	RAMTransferred int64 `json:"ram_transferred_bytes"`
 
 	Passes []Pass `json:"passes"`
+	// Policy is the stop rule (smart, xen, qemu, or budget(...)); Decision
+	// says when and why it ended pre-copy (absent when QEMU decided).
+	Policy   string    `json:"policy"`
+	Decision *Decision `json:"decision,omitempty"`
 
 	SourceStatus string `json:"source_status"` // QEMU run state at the end
 	DestStatus   string `json:"dest_status,omitempty"`

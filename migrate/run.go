@@ -32,6 +32,7 @@ import (
 
 	"github.com/vmigrate/vmigrate/probe"
 	"github.com/vmigrate/vmigrate/qmp"
+	"github.com/vmigrate/vmigrate/stopcopy"
 )
 
 // Defaults for Options.
@@ -65,6 +66,12 @@ type Options struct {
 	// it runs from the start of the migration until the guest answers
 	// after the switchover (Result.ObservedDowntimeMS).
 	Probe *probe.Config
+	// Policy decides when pre-copy stops (stopcopy). Nil, or
+	// stopcopy.QEMU, leaves it to QEMU's own downtime limit; any other
+	// rule holds QEMU in pre-copy with a 1 ms limit and forces the
+	// stop-and-copy when the rule says so; the user's limit is restored
+	// afterwards.
+	Policy stopcopy.Policy
 	// AllowUnsafeTCG migrates a TCG guest even on a QEMU older than 9.0,
 	// whose TCG dirty tracking loses guest writes (see ErrUnsafeTCG).
 	AllowUnsafeTCG bool
@@ -84,6 +91,7 @@ type runner struct {
 	seen  qmp.Cursor // the last source event monitor handled
 	// transport is the open Transport, if one carries the stream.
 	transport Transport
+	ps        policyState
 }
 
 // Run migrates the VM from o.Src to o.Dst. The Result is filled in
@@ -105,11 +113,18 @@ func Run(ctx context.Context, o Options) (Result, error) {
 	if o.Progress == nil {
 		o.Progress = func(Progress) {}
 	}
-	r := &runner{o: o, start: time.Now(), res: Result{Status: StatusFailed, StreamBytesSource: "qemu", Passes: []Pass{}}}
+	r := &runner{o: o, start: time.Now(), res: Result{Status: StatusFailed, StreamBytesSource: "qemu", Passes: []Pass{}, Policy: "qemu"}}
+	if o.Policy != nil {
+		r.ps = policyState{policy: o.Policy, hold: !qemuDecides(o.Policy)}
+		r.res.Policy = o.Policy.Name()
+	}
 	r.res.SourceQEMU = o.Src.Version().String()
 	r.res.DestQEMU = o.Dst.Version().String()
 	err := r.run(ctx)
 	r.res.TotalMS = time.Since(r.start).Milliseconds()
+	if d := r.res.Decision; d != nil && r.res.SwitchoverMS > 0 {
+		d.SourceStoppedAtMS = r.res.SwitchoverMS
+	}
 	if t := r.transport; t != nil {
 		r.res.StreamBytes, r.res.WireBytes = t.Counts()
 		r.res.StreamBytesSource = t.Name()
@@ -174,6 +189,10 @@ func (r *runner) run(ctx context.Context) error {
 		r.transport = t // closed by Run
 		r.o.SourceURI = uri
 	}
+	if err := r.holdQEMU(ctx); err != nil {
+		return r.fail(ctx, StagePrecopy, err)
+	}
+	defer r.restoreQEMU(ctx)
 	cur := r.o.Src.Cursor()
 	if err := r.o.Src.Migrate(ctx, r.o.SourceURI); err != nil {
 		return r.fail(ctx, StagePrecopy, fmt.Errorf("source: migrate %s: %w", r.o.SourceURI, err))
@@ -342,6 +361,9 @@ func (r *runner) monitor(ctx context.Context, cur qmp.Cursor) error {
 				return r.fail(ctx, r.stage(), fmt.Errorf("source: query-migrate: %w", err))
 			}
 			r.absorb(mi)
+			if err := r.between(ctx, mi.RAM); err != nil {
+				return r.fail(ctx, r.stage(), err)
+			}
 			if qmp.MigrationFinished(mi.Status) {
 				// QEMU sent the events of the migration's end (its
 				// last passes, STOP) before this answer: handle them
@@ -471,7 +493,7 @@ func (r *runner) recordPass(ctx context.Context, pass int) error {
 	}
 	r.res.Passes = append(r.res.Passes, p)
 	r.absorb(mi)
-	return nil
+	return r.afterPass(ctx, pass, mi.RAM)
 }
 
 // confirm waits for the destination to run and the source to stop. If the

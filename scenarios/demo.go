@@ -19,6 +19,7 @@ import (
 	"github.com/vmigrate/vmigrate/migrate"
 	"github.com/vmigrate/vmigrate/probe"
 	"github.com/vmigrate/vmigrate/qmp"
+	"github.com/vmigrate/vmigrate/stopcopy"
 )
 
 // DemoOptions configure Demo.
@@ -37,6 +38,7 @@ type DemoOptions struct {
 	// Direct migrates QEMU to QEMU over TCP on the lab's loopback, with
 	// no relay: the baseline the tunnel's overhead is measured against.
 	Direct       bool
+	Policy       stopcopy.Policy
 	PopulateWait time.Duration // how long the workload may take to fill its working set
 	Progress     func(migrate.Progress)
 	Log          *zap.Logger
@@ -117,7 +119,7 @@ func Demo(ctx context.Context, o DemoOptions) (DemoResult, error) {
 		incoming, relayDir = "tcp:127.0.0.1:0", ""
 	}
 	mres, err := migrate.Run(ctx, migrate.Options{
-		Src: src, Dst: dst, IncomingURI: incoming, RelayDir: relayDir, Transport: o.Transport,
+		Src: src, Dst: dst, IncomingURI: incoming, RelayDir: relayDir, Transport: o.Transport, Policy: o.Policy,
 		Probe: &probe.Config{Send: func(ctx context.Context) error {
 			_, err := pinger.Ping(ctx)
 			return err
