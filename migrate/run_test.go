@@ -101,7 +101,7 @@ func TestRunCompletes(t *testing.T) {
 				TotalMS: res.TotalMS, QEMUTotal: 607, SetupMS: 18, DowntimeMS: 2,
 				StreamBytes: 670052, StreamBytesSource: "qemu", RAMBytes: ramTotal, RAMTransferred: 670052,
 				Passes:       res.Passes,
-				SourceStatus: "postmigrate", DestStatus: "running", SourceQEMU: "7.2.22", DestQEMU: "7.2.22",
+				Policy: "qemu", SourceStatus: "postmigrate", DestStatus: "running", SourceQEMU: "7.2.22", DestQEMU: "7.2.22",
 				SwitchoverMS: res.SwitchoverMS,
 			}
 			if !reflect.DeepEqual(res, want) {
