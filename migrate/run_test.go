@@ -100,7 +100,7 @@ func TestRunCompletes(t *testing.T) {
 				Status:  migrate.StatusCompleted,
 				TotalMS: res.TotalMS, QEMUTotal: 607, SetupMS: 18, DowntimeMS: 2,
 				StreamBytes: 670052, StreamBytesSource: "qemu", RAMBytes: ramTotal, RAMTransferred: 670052,
-				Passes:       res.Passes,
+				Passes: res.Passes,
 				Policy: "qemu", SourceStatus: "postmigrate", DestStatus: "running", SourceQEMU: "7.2.22", DestQEMU: "7.2.22",
 				SwitchoverMS: res.SwitchoverMS,
 			}
