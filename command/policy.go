@@ -23,12 +23,12 @@ func policyFlags() []cli.Flag {
 
 // buildPolicy reads policyFlags.
 func buildPolicy(c *cli.Context) (stopcopy.Policy, error) {
+	if c.Int("window") < 2 {
+		return nil, withCode(ExitUsage, fmt.Errorf("--window %d: want at least 2", c.Int("window")))
+	}
 	p, err := stopcopy.Parse(c.String("policy"), c.Int("window"))
 	if err != nil {
 		return nil, withCode(ExitUsage, fmt.Errorf("--policy: %w", err))
-	}
-	if c.Int("window") < 2 {
-		return nil, withCode(ExitUsage, fmt.Errorf("--window %d: want at least 2", c.Int("window")))
 	}
 	if !c.IsSet("max-time") && !c.IsSet("max-bytes") && !c.IsSet("max-downtime") {
 		return p, nil
