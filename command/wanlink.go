@@ -5,26 +5,26 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"strings"
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/vmigrate/vmigrate/tunnel"
 	"github.com/vmigrate/vmigrate/wanlink"
 )
 
-// splitAddr maps "unix:PATH", "tcp:HOST:PORT" and "HOST:PORT" to a network
-// and address.
+// splitAddr reads an address as the tunnel does ("unix:PATH", "tcp:HOST:PORT",
+// "HOST:PORT", a path) and checks that it names something.
 func splitAddr(a string) (network, addr string, err error) {
-	switch {
-	case strings.HasPrefix(a, "unix:") && len(a) > len("unix:"):
-		return "unix", strings.TrimPrefix(a, "unix:"), nil
-	case strings.HasPrefix(a, "tcp:"):
-		a = strings.TrimPrefix(a, "tcp:")
+	network, addr = tunnel.SplitAddr(a)
+	if network == "unix" && addr != "" && addr != a || network == "tcp" && validHostPort(addr) {
+		return network, addr, nil
 	}
-	if _, port, err := net.SplitHostPort(a); err != nil || port == "" {
-		return "", "", fmt.Errorf("%q is not HOST:PORT, tcp:HOST:PORT or unix:PATH", a)
-	}
-	return "tcp", a, nil
+	return "", "", fmt.Errorf("%q is not HOST:PORT, tcp:HOST:PORT or unix:PATH", a)
+}
+
+func validHostPort(a string) bool {
+	_, port, err := net.SplitHostPort(a)
+	return err == nil && port != ""
 }
 
 func wanlinkCommand() *cli.Command {
