@@ -100,3 +100,12 @@ func TestTunnelCommands(t *testing.T) {
 		t.Errorf("dest without authentication: exit %d, %s", code, stderr)
 	}
 }
+
+func TestTunnelWindowFlag(t *testing.T) {
+	for _, w := range []string{"1", "2G", "lots"} {
+		code, _, stderr := vmigrate(t, "tunnel", "dest", "--listen", "127.0.0.1:0", "--forward", "unix:/x", "--insecure", "--tunnel-window", w)
+		if code != ExitUsage || !strings.Contains(stderr, "--tunnel-window") {
+			t.Errorf("--tunnel-window %s: exit %d, %s", w, code, stderr)
+		}
+	}
+}

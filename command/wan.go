@@ -6,6 +6,7 @@ import (
 	"github.com/urfave/cli/v2"
 	"go.uber.org/zap"
 
+	"github.com/vmigrate/vmigrate/guest/workload"
 	"github.com/vmigrate/vmigrate/migrate"
 	"github.com/vmigrate/vmigrate/tunnel"
 	"github.com/vmigrate/vmigrate/wanlink"
@@ -31,6 +32,7 @@ func tunnelFlags() []cli.Flag {
 		&cli.StringFlag{Name: "tls-cert", Usage: "this end's certificate (PEM)"},
 		&cli.StringFlag{Name: "tls-key", Usage: "this end's private key (PEM)"},
 		&cli.BoolFlag{Name: "insecure", Usage: "tunnel in clear text without authentication (never across a network you do not trust)"},
+		&cli.StringFlag{Name: "tunnel-window", Usage: "bytes a tunnel channel may have in flight, e.g. 8M; one channel moves at most this per round trip, so give at least bandwidth x RTT (default 1M, or 2 x the emulated link's BDP)"},
 	}
 }
 
@@ -57,6 +59,13 @@ func tunnelAuth(c *cli.Context, e *env, role string) (cfg tunnel.Config, ok bool
 	}
 	if modes > 1 {
 		return cfg, false, withCode(ExitUsage, fmt.Errorf("give one of --psk-file, --tls-ca/--tls-cert/--tls-key and --insecure"))
+	}
+	if w := c.String("tunnel-window"); w != "" {
+		n, err := workload.ParseSize(w)
+		if err != nil || n < tunnel.MinWindow || n > tunnel.MaxWindow {
+			return cfg, false, withCode(ExitUsage, fmt.Errorf("--tunnel-window %q: want a size from %d to %d bytes", w, tunnel.MinWindow, tunnel.MaxWindow))
+		}
+		cfg.Window = int(n)
 	}
 	return cfg, modes == 1, nil
 }
@@ -100,7 +109,8 @@ func wanTransport(c *cli.Context, e *env, dir string) (migrate.Transport, string
 		if err != nil {
 			return nil, "", err
 		}
-		cfg.Tunnel, cfg.DestTunnel = tunnel.Config{PSK: key}, tunnel.Config{PSK: key}
+		cfg.Tunnel.PSK = key
+		cfg.DestTunnel = cfg.Tunnel
 	case peer == "" && auth.Certs != nil:
 		return nil, "", withCode(ExitUsage, fmt.Errorf("certificates authenticate a remote dest end: give --tunnel-peer, or use --psk-file"))
 	case peer == "":
