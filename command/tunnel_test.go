@@ -109,3 +109,13 @@ func TestTunnelWindowFlag(t *testing.T) {
 		}
 	}
 }
+
+// --insecure works only when asked for, and says what it gives up.
+func TestTunnelInsecureWarns(t *testing.T) {
+	stop := mainAsync(t, "tunnel", "dest", "--listen", fmt.Sprintf("127.0.0.1:%d", freePort(t)), "--forward", "unix:/x", "--insecure")
+	time.Sleep(200 * time.Millisecond)
+	code, stderr := stop()
+	if code != ExitOK || !strings.Contains(stderr, "clear text") {
+		t.Errorf("exit %d, stderr %q: want a warning about clear text", code, stderr)
+	}
+}
