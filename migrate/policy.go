@@ -43,6 +43,9 @@ type policyState struct {
 	decided  bool
 	lastAt   time.Duration
 	lastSent int64
+	// migrateStart is when the source was told to migrate: budgets count
+	// from there, not from preflight and path setup.
+	migrateStart time.Time
 }
 
 // qemuDecides reports whether QEMU's own rule ends pre-copy under p.
@@ -93,7 +96,7 @@ func (r *runner) restoreQEMU(ctx context.Context) {
 // reading turns QEMU's counters into the policy's view, with the rate
 // measured since the previous reading.
 func (r *runner) reading(ram *qmp.RAMStats) stopcopy.Reading {
-	now := time.Since(r.start)
+	now := time.Since(r.ps.migrateStart)
 	rd := stopcopy.Reading{Elapsed: now}
 	if ram == nil {
 		return rd

@@ -190,6 +190,11 @@ func (t *RelayTransport) Close() error {
 		if t.relay != nil {
 			t.relay.Close()
 			t.cancel()
+			t.Err() // takes the result if Serve has returned
+			if t.done != nil {
+				t.err = <-t.done
+				t.done = nil
+			}
 		}
 	})
 	return nil

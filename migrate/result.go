@@ -102,13 +102,17 @@ const (
 type Error struct {
 	Stage         string
 	SourceRunning bool
+	VMOnDest      bool // the destination runs the VM (and the source does not)
 	Cancelled     bool
 	Err           error
 }
 
 func (e *Error) Error() string {
 	state := "source VM is running"
-	if !e.SourceRunning {
+	switch {
+	case e.VMOnDest:
+		state = "the VM runs on the destination"
+	case !e.SourceRunning:
 		state = "SOURCE VM IS NOT CONFIRMED RUNNING: check it"
 	}
 	if e.Stage == StagePreflight {

@@ -189,10 +189,11 @@ func (r *runner) run(ctx context.Context) error {
 		r.transport = t // closed by Run
 		r.o.SourceURI = uri
 	}
+	defer r.restoreQEMU(ctx) // also after a hold that failed half way
 	if err := r.holdQEMU(ctx); err != nil {
 		return r.fail(ctx, StagePrecopy, err)
 	}
-	defer r.restoreQEMU(ctx)
+	r.ps.migrateStart = time.Now()
 	cur := r.o.Src.Cursor()
 	if err := r.o.Src.Migrate(ctx, r.o.SourceURI); err != nil {
 		return r.fail(ctx, StagePrecopy, fmt.Errorf("source: migrate %s: %w", r.o.SourceURI, err))
@@ -361,8 +362,10 @@ func (r *runner) monitor(ctx context.Context, cur qmp.Cursor) error {
 				return r.fail(ctx, r.stage(), fmt.Errorf("source: query-migrate: %w", err))
 			}
 			r.absorb(mi)
-			if err := r.between(ctx, mi.RAM); err != nil {
-				return r.fail(ctx, r.stage(), err)
+			if mi.Status == qmp.MigrationStatusActive {
+				if err := r.between(ctx, mi.RAM); err != nil {
+					return r.fail(ctx, r.stage(), err)
+				}
 			}
 			if qmp.MigrationFinished(mi.Status) {
 				// QEMU sent the events of the migration's end (its
@@ -552,16 +555,20 @@ func (r *runner) fail(ctx context.Context, stage string, cause error) error {
 	}
 	e := &Error{Stage: stage, Cancelled: cancelled, Err: cause}
 
-	completed := false
+	// The source's final migration status decides what is safe. Unknown
+	// counts as completed: the VM may have left.
+	status := "unknown"
 	if mi, err := r.o.Src.QueryMigrate(cctx); err == nil {
-		completed = mi.Status == qmp.MigrationStatusCompleted
+		status = mi.Status
 		if !finalStatus(mi.Status) {
 			if err := r.o.Src.MigrateCancel(cctx); err != nil {
 				r.o.Log.Warn("source: migrate_cancel", zap.Error(err))
 			}
-			r.waitSourceMigration(cctx)
+			// The cancel may come too late: QEMU can still complete.
+			status = r.waitSourceMigration(cctx)
 		}
 	}
+	completed := status == qmp.MigrationStatusCompleted || status == "unknown"
 	// Once the source completed, the destination holds the whole VM. The
 	// source is resumed only when the destination is known not to run it
 	// and never will: the VM must never run twice.
@@ -571,9 +578,18 @@ func (r *runner) fail(ctx context.Context, stage string, cause error) error {
 	}
 	switch fate {
 	case destRunning:
+		e.VMOnDest = true
 		e.Err = fmt.Errorf("%w; the VM runs on the destination", cause)
+		if st, err := r.o.Src.QueryStatus(cctx); err == nil && st.Running {
+			// Both run it: stop the source, never leave that so.
+			if err := r.o.Src.Stop(cctx); err != nil {
+				e.Err = fmt.Errorf("%w; THE SOURCE STILL RUNS TOO and stopping it failed: %v", e.Err, err)
+			} else {
+				e.Err = fmt.Errorf("%w; the source, which ran too, was stopped", e.Err)
+			}
+		}
 	case destMayStart:
-		e.Err = fmt.Errorf("%w; the destination holds the VM's state and may still start it, so the source was not resumed: if the destination is gone, resume the source (QMP cont)", cause)
+		e.Err = fmt.Errorf("%w; the destination holds the VM's state and may still start it, so the source was not resumed (source migration status %s): if the destination is gone, resume the source (QMP cont)", cause, status)
 	case destGone:
 		running, err := r.ensureSourceRunning(cctx)
 		if err != nil {
@@ -600,7 +616,9 @@ const (
 func (r *runner) destinationFate(ctx context.Context) int {
 	st, err := r.o.Dst.QueryStatus(ctx)
 	switch {
-	case errors.Is(err, qmp.ErrClosed):
+	case errors.Is(err, qmp.ErrClosed) && !errors.Is(err, qmp.ErrProtocol) && r.o.Dst.Local():
+		// A QEMU on this host closed its monitor: it exited. Over TCP a
+		// dropped connection says nothing about the process.
 		return destGone
 	case err != nil:
 		return destMayStart
@@ -622,17 +640,21 @@ func finalStatus(s string) bool {
 }
 
 // waitSourceMigration waits until a cancel has taken effect.
-func (r *runner) waitSourceMigration(ctx context.Context) {
+// It returns the final status, or "unknown".
+func (r *runner) waitSourceMigration(ctx context.Context) string {
 	wctx, cancel := context.WithTimeout(ctx, stateSettleTimeout)
 	defer cancel()
 	for {
 		mi, err := r.o.Src.QueryMigrate(wctx)
-		if err != nil || finalStatus(mi.Status) {
-			return
+		switch {
+		case err != nil:
+			return "unknown"
+		case finalStatus(mi.Status):
+			return mi.Status
 		}
 		select {
 		case <-wctx.Done():
-			return
+			return "unknown"
 		case <-time.After(stateSettleInterval):
 		}
 	}

@@ -13,6 +13,13 @@ import (
 	"time"
 )
 
+// Local reports whether the monitor is a unix socket, so its QEMU runs
+// on this host: the connection closing then means the process went away.
+func (c *Client) Local() bool {
+	_, ok := c.conn.(*net.UnixConn)
+	return ok
+}
+
 // Version is QEMU's version from the QMP greeting.
 type Version struct {
 	Major, Minor, Micro int
