@@ -49,6 +49,13 @@ type fakeQEMU struct {
 	// eager makes query-migrate answer after the step it triggers, as
 	// when QEMU's migration moved on since the last poll.
 	eager bool
+	// errsOnce are commands that fail once, and how; then they work.
+	errsOnce map[string]*qmptest.Error
+	// downtime is the downtime-limit parameter, in ms (QEMU's default 300).
+	downtime uint64
+	// ignoreCancel makes migrate_cancel come too late: the migration goes
+	// on with its plan.
+	ignoreCancel bool
 }
 
 // step is one step of an outgoing migration: QEMU sends events, the source
@@ -110,7 +117,7 @@ func recordedPlan() []step {
 // connects a client to it; both end with the test.
 func newFakeQEMU(t *testing.T, v qmptest.Version, run string) *fakeQEMU {
 	t.Helper()
-	q := &fakeQEMU{run: run, kvm: true, errs: map[string]*qmptest.Error{}}
+	q := &fakeQEMU{run: run, kvm: true, errs: map[string]*qmptest.Error{}, errsOnce: map[string]*qmptest.Error{}, downtime: 300}
 	q.fake = qmptest.NewFake(v, q.handle)
 	conn := qmptest.ServeFake(t, q.fake)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -140,13 +147,29 @@ func (q *fakeQEMU) handle(cmd string, args json.RawMessage) (any, error) {
 	if e := q.errs[cmd]; e != nil {
 		return nil, e
 	}
+	if e := q.errsOnce[cmd]; e != nil {
+		delete(q.errsOnce, cmd)
+		return nil, e
+	}
 	switch cmd {
 	case "query-status":
 		return qmp.StatusInfo{Status: q.run, Running: q.run == qmp.RunStateRunning}, nil
 	case "query-kvm":
 		return qmp.KVMInfo{Enabled: q.kvm, Present: q.kvm}, nil
-	case "migrate-set-capabilities", "migrate-set-parameters":
+	case "migrate-set-capabilities":
 		return nil, nil
+	case "migrate-set-parameters":
+		var p qmp.MigrationParameters
+		if err := json.Unmarshal(args, &p); err != nil {
+			return nil, genericError("Invalid parameters: " + err.Error())
+		}
+		if p.DowntimeLimit != nil {
+			q.downtime = *p.DowntimeLimit
+		}
+		return nil, nil
+	case "query-migrate-parameters":
+		d := q.downtime
+		return qmp.MigrationParameters{DowntimeLimit: &d}, nil
 	case "query-migrate":
 		info := q.mig
 		q.step()
@@ -166,6 +189,12 @@ func (q *fakeQEMU) handle(cmd string, args json.RawMessage) (any, error) {
 		return nil, nil
 	case "cont":
 		return nil, q.cont()
+	case "stop":
+		if q.run == qmp.RunStateRunning {
+			q.run = qmp.RunStatePaused
+			q.send(stopEvent)
+		}
+		return nil, nil
 	}
 	return nil, &qmptest.Error{Class: qmp.ClassCommandNotFound, Desc: "The command " + cmd + " has not been found"}
 }
@@ -229,7 +258,7 @@ func (q *fakeQEMU) migrate(uri string) error {
 // cancel is migrate_cancel: the migration goes through cancelling to
 // cancelled on the next query.
 func (q *fakeQEMU) cancel() {
-	if !q.migrating() {
+	if !q.migrating() || q.ignoreCancel {
 		return
 	}
 	q.mig.Status = qmp.MigrationStatusCancelling

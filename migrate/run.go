@@ -496,6 +496,9 @@ func (r *runner) recordPass(ctx context.Context, pass int) error {
 	}
 	r.res.Passes = append(r.res.Passes, p)
 	r.absorb(mi)
+	if mi.Status != qmp.MigrationStatusActive {
+		return nil // the final sync, or a pass read after the end: nothing left to decide
+	}
 	return r.afterPass(ctx, pass, mi.RAM)
 }
 
@@ -578,8 +581,7 @@ func (r *runner) fail(ctx context.Context, stage string, cause error) error {
 	}
 	switch fate {
 	case destRunning:
-		e.VMOnDest = true
-		e.Err = fmt.Errorf("%w; the VM runs on the destination", cause)
+		e.VMOnDest = true // Error() says the VM runs on the destination
 		if st, err := r.o.Src.QueryStatus(cctx); err == nil && st.Running {
 			// Both run it: stop the source, never leave that so.
 			if err := r.o.Src.Stop(cctx); err != nil {
