@@ -13,24 +13,11 @@ import (
 	"github.com/vmigrate/vmigrate/lab/labtest"
 )
 
-// buildBinary builds vmigrate into a directory anyone may read.
-func buildBinary(t *testing.T) string {
-	t.Helper()
-	dir := t.TempDir()
-	os.Chmod(dir, 0o755)
-	bin := filepath.Join(dir, "vmigrate")
-	out, err := exec.Command("go", "build", "-o", bin, "github.com/vmigrate/vmigrate").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
-}
-
 // `vmigrate lab` runs until Ctrl-C and then removes its QEMUs, namespace
 // and run directory.
 func TestLabInterruptCleansUp(t *testing.T) {
 	labtest.Image(t)
-	bin := buildBinary(t)
+	bin := testBinary(t)
 	cmd := exec.Command(bin, "lab", "--mem", "256M", "--workload", "idle", "--accel", "tcg")
 	cmd.Env = append(os.Environ(), "VMIGRATE_CACHE="+labtest.CacheDir())
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -109,7 +96,7 @@ func TestLabNeedsRoot(t *testing.T) {
 	if _, err := exec.LookPath("setpriv"); err != nil {
 		labtest.Unavailable(t, "setpriv (util-linux) missing")
 	}
-	bin := buildBinary(t)
+	bin := testBinary(t)
 	cmd := exec.Command("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", bin, "--cache-dir", labtest.CacheDir(), "lab", "--mem", "256M")
 	out, err := cmd.CombinedOutput()
 	ee, ok := err.(*exec.ExitError)

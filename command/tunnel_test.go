@@ -2,33 +2,81 @@ package command
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"io"
 	"net"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
 
-// mainAsync runs vmigrate in-process until the returned stop is called.
+// mainAsync runs vmigrate as its own process until the returned stop
+// sends it SIGINT. A process, not Main in a goroutine: urfave/cli's help
+// flag is one global that two apps running at once would share.
 func mainAsync(t *testing.T, args ...string) (stop func() (int, string)) {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	var out, errb bytes.Buffer
-	done := make(chan int, 1)
-	go func() { done <- Main(ctx, append([]string{"vmigrate"}, args...), &out, &errb) }()
+	cmd := exec.Command(testBinary(t), args...)
+	var errb bytes.Buffer
+	cmd.Stderr = &errb
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	t.Cleanup(func() { cmd.Process.Kill(); <-done })
 	return func() (int, string) {
-		cancel()
+		cmd.Process.Signal(os.Interrupt)
 		select {
-		case code := <-done:
-			return code, errb.String()
+		case <-done:
+			return cmd.ProcessState.ExitCode(), errb.String()
 		case <-time.After(10 * time.Second):
 			t.Fatalf("vmigrate %v did not stop", args)
 			return -1, ""
 		}
 	}
+}
+
+var (
+	binOnce sync.Once
+	binPath string
+	binErr  error
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binPath != "" {
+		os.RemoveAll(filepath.Dir(binPath))
+	}
+	os.Exit(code)
+}
+
+// testBinary builds vmigrate once per test run, into a directory anyone
+// may read (the not-root test runs it as nobody).
+func testBinary(t *testing.T) string {
+	t.Helper()
+	binOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "vmbin")
+		if err != nil {
+			binErr = err
+			return
+		}
+		os.Chmod(dir, 0o755)
+		binPath = filepath.Join(dir, "vmigrate")
+		out, err := exec.Command("go", "build", "-o", binPath, "github.com/vmigrate/vmigrate").CombinedOutput()
+		if err != nil {
+			binErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if binErr != nil {
+		t.Fatal(binErr)
+	}
+	return binPath
 }
 
 func dialRetry(t *testing.T, network, addr string) net.Conn {
@@ -56,20 +104,7 @@ func TestTunnelCommands(t *testing.T) {
 	if code, _, _ := vmigrate(t, "tunnel", "keygen", k1); code == ExitOK {
 		t.Error("keygen overwrote an existing key")
 	}
-	echo, err := net.Listen("unix", filepath.Join(dir, "echo"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer echo.Close()
-	go func() {
-		for {
-			c, err := echo.Accept()
-			if err != nil {
-				return
-			}
-			go func() { io.Copy(c, c); c.Close() }()
-		}
-	}()
+	echoServer(t, "unix", filepath.Join(dir, "echo"))
 	tport := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	stopDest := mainAsync(t, "tunnel", "dest", "--listen", tport, "--forward", "unix:"+filepath.Join(dir, "echo"), "--psk-file", k1)
 	dialRetry(t, "tcp", tport).Close()

@@ -11,23 +11,31 @@ import (
 	"time"
 )
 
-// vmigrate wanlink relays through the emulated link: an echo's round trip
-// takes the configured RTT, and the counts are printed on exit.
-func TestWanlinkCommand(t *testing.T) {
-	echo, err := net.Listen("tcp", "127.0.0.1:0")
+// echoServer answers every connection with what it reads, until the test
+// ends.
+func echoServer(t *testing.T, network, addr string) net.Listener {
+	t.Helper()
+	ln, err := net.Listen(network, addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer echo.Close()
+	t.Cleanup(func() { ln.Close() })
 	go func() {
 		for {
-			c, err := echo.Accept()
+			c, err := ln.Accept()
 			if err != nil {
 				return
 			}
 			go func() { io.Copy(c, c); c.Close() }()
 		}
 	}()
+	return ln
+}
+
+// vmigrate wanlink relays through the emulated link: an echo's round trip
+// takes the configured RTT, and the counts are printed on exit.
+func TestWanlinkCommand(t *testing.T) {
+	echo := echoServer(t, "tcp", "127.0.0.1:0")
 	listen := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	ctx, cancel := context.WithCancel(context.Background())
 	var out, errb bytes.Buffer
@@ -35,16 +43,7 @@ func TestWanlinkCommand(t *testing.T) {
 	go func() {
 		done <- Main(ctx, []string{"vmigrate", "wanlink", "--listen", listen, "--forward", echo.Addr().String(), "--bandwidth", "10mbit", "--rtt", "80ms"}, &out, &errb)
 	}()
-	var c net.Conn
-	for i := 0; i < 200; i++ {
-		if c, err = net.Dial("tcp", listen); err == nil {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := dialRetry(t, "tcp", listen)
 	start := time.Now()
 	c.Write([]byte("x"))
 	buf := make([]byte, 1)
