@@ -199,9 +199,14 @@ func TestSmartPolicyDecides(t *testing.T) {
 	if err != nil || before.DowntimeLimit == nil {
 		t.Fatalf("query-migrate-parameters: %+v, %v", before, err)
 	}
+	// At LAN speed QEMU completes on its own even under the 1 ms hold once
+	// the remaining set fits in a millisecond of sending; at 16 MiB/s the
+	// rule decides first.
+	rate := uint64(16 << 20)
 	res, err := migrate.Run(ctx, migrate.Options{
 		Src: src, Dst: dst, IncomingURI: l.IncomingURI, RelayDir: l.Dir,
-		Policy: stopcopy.Smart{Window: 5}, Log: zaptest.NewLogger(t),
+		Parameters: &qmp.MigrationParameters{MaxBandwidth: &rate},
+		Policy:     stopcopy.Smart{Window: 5}, Log: zaptest.NewLogger(t),
 	})
 	if err != nil {
 		t.Fatalf("run: %v", err)

@@ -108,8 +108,9 @@ func (r *runner) reading(ram *qmp.RAMStats) stopcopy.Reading {
 	return rd
 }
 
-// afterPass records a pass for the policy and acts on its decision.
-func (r *runner) afterPass(ctx context.Context, pass int, ram *qmp.RAMStats) error {
+// afterPass records a pass for the policy and, when decide is set, acts on
+// its decision.
+func (r *runner) afterPass(ctx context.Context, pass int, ram *qmp.RAMStats, decide bool) error {
 	if r.ps.policy == nil {
 		return nil
 	}
@@ -122,6 +123,9 @@ func (r *runner) afterPass(ctx context.Context, pass int, ram *qmp.RAMStats) err
 	r.ps.lastAt = rd.Elapsed
 	if ram != nil {
 		r.ps.lastSent = ram.Transferred
+	}
+	if !decide {
+		return nil
 	}
 	return r.decide(ctx, pass)
 }

@@ -496,10 +496,9 @@ func (r *runner) recordPass(ctx context.Context, pass int) error {
 	}
 	r.res.Passes = append(r.res.Passes, p)
 	r.absorb(mi)
-	if mi.Status != qmp.MigrationStatusActive {
-		return nil // the final sync, or a pass read after the end: nothing left to decide
-	}
-	return r.afterPass(ctx, pass, mi.RAM)
+	// The policy learns every pass, but decides only while pre-copy is
+	// under way: not on the setup sync, nor on one read after the end.
+	return r.afterPass(ctx, pass, mi.RAM, mi.Status == qmp.MigrationStatusActive)
 }
 
 // confirm waits for the destination to run and the source to stop. If the
