@@ -70,6 +70,10 @@ func TestRecordedTraces(t *testing.T) {
 		tunnel    = "tunnel-memdirty256m.json"       // 7535, 0
 		idleZero  = "tunnel-idle-zero-first-pass.json"
 		directIdl = "direct-idle.json" // 1520, 0
+		// A hot set that plateaus near 5 MiB; vmigrate's own rules decided
+		// these runs, so the replay must repeat their decisions.
+		hotSmart = "wan100mbit-hotset-smart.json" // smart stopped at pass 7
+		hotXen   = "wan100mbit-hotset-xen.json"   // xen stopped at pass 30
 	)
 	tests := []struct {
 		file   string
@@ -98,6 +102,9 @@ func TestRecordedTraces(t *testing.T) {
 		{tunnel, Smart{}, 3, StopAndCopy, RuleFewPages},
 		{tunnel, Xen{}, 3, StopAndCopy, RuleFewPages},
 		{directIdl, Smart{}, 3, StopAndCopy, RuleFewPages},
+		{hotSmart, Smart{}, 7, StopAndCopy, RuleLocalMinimum},
+		{hotXen, Xen{}, 30, StopAndCopy, RuleMaxPasses},
+		{hotXen, Smart{}, 15, StopAndCopy, RuleLocalMinimum},
 
 		// Pass 1 read remaining 0 and transferred 0: not a reason to stop
 		// before copying anything.
