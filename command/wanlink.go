@@ -8,14 +8,15 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/vmigrate/vmigrate/tunnel"
 	"github.com/vmigrate/vmigrate/wanlink"
+
+	"github.com/vmigrate/vmigrate/internal/sockaddr"
 )
 
 // splitAddr reads an address as the tunnel does ("unix:PATH", "tcp:HOST:PORT",
 // "HOST:PORT", a path) and checks that it names something.
 func splitAddr(a string) (network, addr string, err error) {
-	network, addr = tunnel.SplitAddr(a)
+	network, addr = sockaddr.Split(a)
 	if network == "unix" && addr != "" && addr != a || network == "tcp" && validHostPort(addr) {
 		return network, addr, nil
 	}

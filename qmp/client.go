@@ -7,10 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/vmigrate/vmigrate/internal/sockaddr"
 )
 
 // Local reports whether the monitor is a unix socket, so its QEMU runs
@@ -65,7 +66,7 @@ type reply struct {
 // bounded by ctx. addr is "unix:/path", "tcp:HOST:PORT", a socket path
 // ("/path", "./sock", or any addr without a colon) or "HOST:PORT".
 func Dial(ctx context.Context, addr string) (*Client, error) {
-	network, address := parseAddr(addr)
+	network, address := sockaddr.Split(addr)
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, network, address)
 	if err != nil {
@@ -76,20 +77,6 @@ func Dial(ctx context.Context, addr string) (*Client, error) {
 		return nil, fmt.Errorf("qmp %s: %w", addr, err)
 	}
 	return c, nil
-}
-
-// parseAddr maps Dial's address forms to a net network and address.
-func parseAddr(addr string) (network, address string) {
-	switch {
-	case strings.HasPrefix(addr, "unix:"):
-		return "unix", strings.TrimPrefix(addr, "unix:")
-	case strings.HasPrefix(addr, "tcp:"):
-		return "tcp", strings.TrimPrefix(addr, "tcp:")
-	case strings.HasPrefix(addr, "/"), strings.HasPrefix(addr, "."), !strings.Contains(addr, ":"):
-		return "unix", addr
-	default:
-		return "tcp", addr
-	}
 }
 
 // NewClient reads the QMP greeting from conn and negotiates command mode, all

@@ -96,23 +96,6 @@ func newFake(t *testing.T) (*Client, *fakeQEMU) {
 	return c, f
 }
 
-func TestParseAddr(t *testing.T) {
-	for _, tc := range []struct{ addr, network, address string }{
-		{"/run/vm.qmp", "unix", "/run/vm.qmp"},
-		{"unix:/run/vm.qmp", "unix", "/run/vm.qmp"},
-		{"./vm.qmp", "unix", "./vm.qmp"},
-		{"vm.qmp", "unix", "vm.qmp"},
-		{"tcp:127.0.0.1:4444", "tcp", "127.0.0.1:4444"},
-		{"localhost:4444", "tcp", "localhost:4444"},
-		{"[::1]:4444", "tcp", "[::1]:4444"},
-	} {
-		n, a := parseAddr(tc.addr)
-		if n != tc.network || a != tc.address {
-			t.Errorf("parseAddr(%q) = %q, %q; want %q, %q", tc.addr, n, a, tc.network, tc.address)
-		}
-	}
-}
-
 func TestVersionAndArgs(t *testing.T) {
 	leakcheck.Check(t)
 	c, f := newFake(t)

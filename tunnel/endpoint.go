@@ -6,11 +6,12 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"strings"
 	"sync"
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/vmigrate/vmigrate/internal/sockaddr"
 )
 
 // Endpoint limits.
@@ -279,7 +280,7 @@ func StartSource(ctx context.Context, cfg SourceConfig) (*Source, error) {
 		}
 		ln := p.Listener
 		if ln == nil {
-			network, address := SplitAddr(p.Addr)
+			network, address := sockaddr.Split(p.Addr)
 			var lc net.ListenConfig
 			var err error
 			if ln, err = lc.Listen(ctx, network, address); err != nil {
@@ -434,7 +435,7 @@ func StartDest(ctx context.Context, cfg DestConfig) (*Dest, error) {
 	}
 	ln := cfg.Listener
 	if ln == nil {
-		network, address := SplitAddr(cfg.Listen)
+		network, address := sockaddr.Split(cfg.Listen)
 		var lc net.ListenConfig
 		var err error
 		if ln, err = lc.Listen(ctx, network, address); err != nil {
@@ -565,7 +566,7 @@ func RunDest(ctx context.Context, cfg DestConfig) error {
 // ForwardTo returns a Forward that dials addr (any form Port.Addr takes) for
 // every channel.
 func ForwardTo(addr string) func(ctx context.Context, name string) (net.Conn, error) {
-	network, address := SplitAddr(addr)
+	network, address := sockaddr.Split(addr)
 	return func(ctx context.Context, name string) (net.Conn, error) {
 		var d net.Dialer
 		return d.DialContext(ctx, network, address)
@@ -584,23 +585,8 @@ func ForwardByName(addrs map[string]string) func(ctx context.Context, name strin
 		if !ok {
 			return nil, fmt.Errorf("no forward address for channel %q", name)
 		}
-		network, address := SplitAddr(addr)
+		network, address := sockaddr.Split(addr)
 		var d net.Dialer
 		return d.DialContext(ctx, network, address)
 	}
-}
-
-// SplitAddr maps an address to a net network and address: "unix:/path",
-// "tcp:HOST:PORT", a path ("/path", "./sock", or anything without a colon)
-// for a unix socket, else HOST:PORT over TCP.
-func SplitAddr(addr string) (network, address string) {
-	switch {
-	case strings.HasPrefix(addr, "unix:"):
-		return "unix", strings.TrimPrefix(addr, "unix:")
-	case strings.HasPrefix(addr, "tcp:"):
-		return "tcp", strings.TrimPrefix(addr, "tcp:")
-	case strings.HasPrefix(addr, "/"), strings.HasPrefix(addr, "."), !strings.Contains(addr, ":"):
-		return "unix", addr
-	}
-	return "tcp", addr
 }

@@ -259,18 +259,3 @@ func TestRunSourceDest(t *testing.T) {
 		t.Fatal("RunSource did not end with its session")
 	}
 }
-
-func TestSplitAddr(t *testing.T) {
-	for in, want := range map[string][2]string{
-		"unix:/run/mig.sock": {"unix", "/run/mig.sock"},
-		"tcp:[::1]:4444":     {"tcp", "[::1]:4444"},
-		"/tmp/x.sock":        {"unix", "/tmp/x.sock"},
-		"./x.sock":           {"unix", "./x.sock"},
-		"x.sock":             {"unix", "x.sock"},
-		"dest.example:4444":  {"tcp", "dest.example:4444"},
-	} {
-		if n, a := SplitAddr(in); n != want[0] || a != want[1] {
-			t.Errorf("SplitAddr(%q) = %q, %q", in, n, a)
-		}
-	}
-}
