@@ -1,0 +1,268 @@
+package pagecodec_test
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"strings"
+	"testing"
+	"testing/iotest"
+
+	"github.com/vmigrate/vmigrate/migstream"
+	"github.com/vmigrate/vmigrate/migstream/migstreamtest"
+	"github.com/vmigrate/vmigrate/pagecodec"
+)
+
+const ps = migstream.PageSize
+
+// roundTrip encodes in, decodes the result and checks it is in again.
+func roundTrip(t testing.TB, in []byte, cfg pagecodec.Config) (enc []byte, st pagecodec.Stats) {
+	t.Helper()
+	c := pagecodec.New(cfg)
+	var e, d bytes.Buffer
+	if err := c.Encode(&e, bytes.NewReader(in)); err != nil {
+		t.Fatalf("encode: %v", err)
+	}
+	if err := c.Decode(&d, bytes.NewReader(e.Bytes())); err != nil {
+		t.Fatalf("decode: %v", err)
+	}
+	if !bytes.Equal(d.Bytes(), in) {
+		i := 0
+		for i < min(d.Len(), len(in)) && d.Bytes()[i] == in[i] {
+			i++
+		}
+		t.Fatalf("decoded stream differs from the input at byte %d (%d bytes, want %d)", i, d.Len(), len(in))
+	}
+	return e.Bytes(), c.Stats()
+}
+
+// guest is a synthetic guest's memory: pages of text, binary, random and
+// zero contents, some duplicated, that passes re-send with a few bytes
+// changed.
+type guest struct {
+	rng   *rand.Rand
+	pages [][]byte
+}
+
+func textPage(rng *rand.Rand) []byte {
+	words := strings.Fields("func return if err != nil the page of a migration stream QEMU sends over the tunnel to its destination host")
+	var b bytes.Buffer
+	for b.Len() < ps {
+		b.WriteString(words[rng.IntN(len(words))])
+		b.WriteByte(" \n\t"[rng.IntN(3)])
+	}
+	return b.Bytes()[:ps]
+}
+
+func binaryPage(rng *rand.Rand) []byte {
+	p := make([]byte, ps)
+	for i := 0; i < ps; i += 8 {
+		// Instruction-like: small opcodes, many zero bytes, repeating.
+		p[i] = byte(0x48 + rng.IntN(4))
+		p[i+1] = byte(0x89 + rng.IntN(3))
+		p[i+2] = byte(rng.IntN(16))
+		if rng.IntN(3) == 0 {
+			p[i+4] = byte(rng.IntN(256))
+		}
+	}
+	return p
+}
+
+func randomPage(rng *rand.Rand) []byte {
+	p := make([]byte, ps)
+	for i := range p {
+		p[i] = byte(rng.Uint32())
+	}
+	return p
+}
+
+func newGuest(n int, seed uint64) *guest {
+	g := &guest{rng: rand.New(rand.NewPCG(seed, 1))}
+	for i := range n {
+		var p []byte
+		switch i % 5 {
+		case 0:
+			p = make([]byte, ps)
+		case 1:
+			p = textPage(g.rng)
+		case 2:
+			p = binaryPage(g.rng)
+		case 3:
+			p = randomPage(g.rng)
+		default:
+			p = bytes.Clone(g.pages[g.rng.IntN(len(g.pages))]) // a duplicate
+		}
+		g.pages = append(g.pages, p)
+	}
+	return g
+}
+
+// dirty changes a few bytes in k random pages and returns their numbers.
+func (g *guest) dirty(k int) []int {
+	var out []int
+	for range k {
+		i := g.rng.IntN(len(g.pages))
+		for range 1 + g.rng.IntN(4) {
+			g.pages[i][g.rng.IntN(ps)] ^= byte(1 + g.rng.IntN(255))
+		}
+		out = append(out, i)
+	}
+	return out
+}
+
+// stream is a migration of g: a full first pass (zero pages as QEMU's ZERO
+// records), passes of dirtied pages, an END, device state.
+func (g *guest) stream(passes, dirty int) []byte {
+	b := migstreamtest.NewBuilder().Start(migstreamtest.Blocks(uint64(len(g.pages)))...)
+	b.Part()
+	for i, p := range g.pages {
+		if bytes.Equal(p, make([]byte, ps)) {
+			b.Zero("pc.ram", uint64(i))
+		} else {
+			b.Page("pc.ram", uint64(i), p)
+		}
+	}
+	b.Page("pc.bios", 1, textPage(g.rng)).EOS()
+	for range passes {
+		b.Part()
+		for _, i := range g.dirty(dirty) {
+			b.Page("pc.ram", uint64(i), g.pages[i])
+		}
+		b.EOS()
+	}
+	b.End()
+	for _, i := range g.dirty(dirty / 4) {
+		b.Page("pc.ram", uint64(i), g.pages[i])
+	}
+	return b.EOS().DeviceState(5000).Bytes()
+}
+
+func TestRoundTripGuest(t *testing.T) {
+	g := newGuest(2000, 1)
+	in := g.stream(6, 400)
+	enc, st := roundTrip(t, in, pagecodec.Config{})
+	p := st.Pages
+	t.Logf("stream %d bytes, encoded %d (%.1f%%): %+v zero records %+v", len(in), len(enc), 100*float64(len(enc))/float64(len(in)), p, st.ZeroRecords)
+	if p.Delta.Pages < 6*300 || p.Ref.Pages < 300 || p.LZ4.Pages < 600 || p.Raw.Pages < 300 || st.ZeroRecords.Pages < 400 {
+		t.Errorf("encodings not all used as expected: %+v, zero records %+v", p, st.ZeroRecords)
+	}
+	if p.Delta.Bytes > p.Delta.Pages*40 {
+		t.Errorf("deltas of a few changed bytes cost %d bytes each", p.Delta.Bytes/p.Delta.Pages)
+	}
+	if st.StreamBytes != int64(len(in)) || st.EncodedBytes != int64(len(enc)) {
+		t.Errorf("stats count %d in / %d out, want %d / %d", st.StreamBytes, st.EncodedBytes, len(in), len(enc))
+	}
+	if st.Passthrough != "device state" || st.CacheMaxBytes != pagecodec.DefaultCacheMin {
+		t.Errorf("passthrough %q, cache %d", st.Passthrough, st.CacheMaxBytes)
+	}
+}
+
+// A cache far smaller than the guest evicts all the time; the rebuild
+// stays exact and deltas get rarer.
+func TestRoundTripSmallCache(t *testing.T) {
+	g := newGuest(1500, 2)
+	in := g.stream(5, 500)
+	_, big := roundTrip(t, in, pagecodec.Config{})
+	_, small := roundTrip(t, in, pagecodec.Config{CacheBytes: 64 * ps})
+	if small.CacheEvictions == 0 || small.CacheMaxBytes != 64*ps || small.CacheBytes > 256*ps {
+		t.Errorf("small cache: %d evictions, max %d, used %d", small.CacheEvictions, small.CacheMaxBytes, small.CacheBytes)
+	}
+	if small.Pages.Delta.Pages >= big.Pages.Delta.Pages/4 {
+		t.Errorf("deltas with a 64-page cache %d, with a big one %d", small.Pages.Delta.Pages, big.Pages.Delta.Pages)
+	}
+}
+
+// The codec passes what it does not rework (QEMU's XBZRLE, non-zero fills,
+// the stream of another program entirely) and still rebuilds exactly.
+func TestRoundTripPassThrough(t *testing.T) {
+	zeroFill := migstreamtest.NewBuilder().Start(migstreamtest.Blocks(8)...).Part().
+		Page("pc.ram", 1, textPage(rand.New(rand.NewPCG(1, 1)))).Bytes()
+	zeroFill = append(zeroFill, 0, 0, 0, 0, 0, 0, 0x10, migstream.FlagZero|migstream.FlagContinue, 0x7f) // fill 0x7f
+	zeroFill = append(zeroFill, migstreamtest.NewBuilder().EOS().Bytes()[len(migstreamtest.NewBuilder().Bytes()):]...)
+	for name, in := range map[string][]byte{
+		"xbzrle": migstreamtest.NewBuilder().Start(migstreamtest.Blocks(8)...).Part().
+			Page("pc.ram", 1, textPage(rand.New(rand.NewPCG(1, 1)))).XBZRLE("pc.ram", 1, []byte{0, 2, 1, 2}).
+			Page("pc.ram", 1, textPage(rand.New(rand.NewPCG(1, 2)))).EOS().Bytes(),
+		"nonzero fill": zeroFill,
+		"not qemu":     []byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
+		"empty":        nil,
+		"truncated":    newGuest(50, 3).stream(1, 10)[:30000],
+	} {
+		t.Run(name, func(t *testing.T) { roundTrip(t, in, pagecodec.Config{}) })
+	}
+}
+
+func TestRoundTripChunkedIO(t *testing.T) {
+	in := newGuest(300, 4).stream(3, 100)
+	c := pagecodec.New(pagecodec.Config{})
+	var e, d bytes.Buffer
+	if err := c.Encode(&e, iotest.OneByteReader(bytes.NewReader(in))); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Decode(&d, iotest.HalfReader(bytes.NewReader(e.Bytes()))); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(d.Bytes(), in) {
+		t.Fatal("decoded stream differs")
+	}
+}
+
+func TestDecoderRejectsCorruptStreams(t *testing.T) {
+	in := newGuest(200, 5).stream(2, 60)
+	var e bytes.Buffer
+	if err := pagecodec.New(pagecodec.Config{}).Encode(&e, bytes.NewReader(in)); err != nil {
+		t.Fatal(err)
+	}
+	enc := e.Bytes()
+	hdr := []byte("VMPC\x01")
+	for _, tc := range []struct {
+		name, why string
+		data      []byte
+	}{
+		{"no header", "no codec header", []byte("VM")},
+		{"wrong magic", "not a page codec stream", append([]byte("QEVM\x01"), 1, 0)},
+		{"future version", "codec version 9", []byte("VMPC\x09")},
+		{"unknown op", "unknown operation 0x7f", append(bytes.Clone(hdr), 0x7f)},
+		{"page before cache", "a page before the cache size", append(bytes.Clone(hdr), 0x14, 1, 'a', 0)},
+		{"cache twice", "cache size given twice", append(bytes.Clone(hdr), 2, 1, 2, 1)},
+		{"cache too big", "cache slots", append(bytes.Clone(hdr), 2, 0xff, 0xff, 0xff, 0xff, 0x0f)},
+		{"varint overflow", "varint overflows", append(bytes.Clone(hdr), 1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f)},
+		{"literal too long", "literal length", append(bytes.Clone(hdr), 1, 0xff, 0xff, 0xff, 0x0f)},
+		{"continue first", "CONTINUE before any block", append(bytes.Clone(hdr), 2, 8, 0x94, 0)},
+		{"ref to empty slot", "empty cache slot 3", append(bytes.Clone(hdr), 2, 8, 0x11, 1, 'a', 0, 3, 1, 2, 3, 4, 5, 6, 7, 8)},
+		{"delta without base", "no earlier version", append(bytes.Clone(hdr), 2, 8, 0x12, 1, 'a', 0, 2, 0, 1)},
+		{"delta out of bounds", "malformed page delta", cat(hdr, []byte{2, 8, 0x14, 1, 'a', 0}, make([]byte, ps), []byte{0x92, 0, 3, 0xff, 0x1f, 1})},
+		{"bad lz4", "lz4 block does not give one page", append(bytes.Clone(hdr), 2, 8, 0x13, 1, 'a', 0, 3, 1, 2, 3)},
+		{"truncated raw page", "truncated", append(bytes.Clone(hdr), 2, 8, 0x14, 1, 'a', 0, 1, 2)},
+		{"truncated real stream", "truncated", enc[:len(enc)/2+1]},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := pagecodec.New(pagecodec.Config{MaxCacheBytes: 1 << 30}).Decode(io.Discard, bytes.NewReader(tc.data))
+			var ce *pagecodec.CorruptError
+			if !errors.As(err, &ce) || !strings.Contains(ce.Reason, tc.why) {
+				t.Fatalf("err %v, want a CorruptError with %q", err, tc.why)
+			}
+		})
+	}
+}
+
+// The encoder's write failures are told apart from its input's.
+func TestEncodeErrors(t *testing.T) {
+	in := newGuest(100, 6).stream(1, 10)
+	boom := errors.New("tunnel down")
+	err := pagecodec.New(pagecodec.Config{}).Encode(errWriter{boom}, bytes.NewReader(in))
+	if !errors.Is(err, boom) || !pagecodec.IsWriteError(err) {
+		t.Fatalf("write failure: %v", err)
+	}
+	err = pagecodec.New(pagecodec.Config{}).Encode(io.Discard, iotest.TimeoutReader(bytes.NewReader(in)))
+	if err == nil || pagecodec.IsWriteError(err) {
+		t.Fatalf("read failure: %v", err)
+	}
+}
+
+type errWriter struct{ err error }
+
+func (w errWriter) Write([]byte) (int, error) { return 0, w.err }
+
+func cat(parts ...[]byte) []byte { return bytes.Join(parts, nil) }

@@ -1,0 +1,463 @@
+package pagecodec
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+
+	"github.com/pierrec/lz4/v4"
+	"github.com/zeebo/blake3"
+
+	"github.com/vmigrate/vmigrate/migstream"
+)
+
+// Wire constants; doc.go describes them.
+const (
+	magic   = "VMPC"
+	version = 1
+
+	opLiteral   = 0x01
+	opCache     = 0x02
+	opZeroRun   = 0x03
+	opForget    = 0x04
+	opPageZero  = 0x10
+	opPageRef   = 0x11
+	opPageDelta = 0x12
+	opPageLZ4   = 0x13
+	opPageRaw   = 0x14
+	opContinue  = 0x80
+
+	maxLiteral = 1 << 20
+	refSumLen  = 8
+	pageSize   = migstream.PageSize
+
+	// deltaTake is a delta small enough to send without looking further:
+	// nothing else but a reference can be smaller, and a reference costs
+	// a hash.
+	deltaTake = 64
+	// deltaLimit stops a delta that has grown past half a page.
+	deltaLimit = pageSize / 2
+	// litFlush sends pending literal bytes once they reach this size.
+	litFlush  = 64 << 10
+	outBuffer = 256 << 10
+)
+
+var (
+	castagnoli = crc32.MakeTable(crc32.Castagnoli)
+	lz4Bound   = lz4.CompressBlockBound(pageSize)
+)
+
+// encoder encodes one stream. It is not safe for concurrent use.
+type encoder struct {
+	cfg Config
+	out *bufio.Writer
+	st  *store
+
+	// index finds a slot by a page's CRC-32C; a hit is then compared byte
+	// for byte. sums[s] is slot s's checksum, hasSum[s] whether it is
+	// indexed.
+	index  map[uint32]int32
+	sums   []uint32
+	hasSum []bool
+
+	blocks  map[string]uint16
+	cur     uint16 // block of the last addr
+	prev    uint64 // page of the last addr
+	lit     []byte // literal bytes not yet sent
+	op      []byte // scratch for one operation
+	delta   []byte
+	lz      []byte
+	comp    lz4.Compressor
+	hasher  *blake3.Hasher
+	run     zeroRun
+	stats   Stats
+	onFlush func(Stats)
+}
+
+// zeroRun is a run of ZERO records not yet sent.
+type zeroRun struct {
+	n     uint64 // records in the run; 0 for none
+	cont  bool   // the first record said CONTINUE
+	name  string // its block's name, if it did not
+	page  uint64 // the first record's page
+	block uint16
+}
+
+func newEncoder(w io.Writer, cfg Config) *encoder {
+	return &encoder{
+		cfg:    cfg,
+		out:    bufio.NewWriterSize(w, outBuffer),
+		blocks: make(map[string]uint16),
+		index:  make(map[uint32]int32),
+		lz:     make([]byte, lz4Bound),
+		hasher: blake3.New(),
+	}
+}
+
+// run encodes src until it ends, and flushes.
+func (e *encoder) encode(src io.Reader) error {
+	if _, err := e.out.WriteString(magic + string(rune(version))); err != nil {
+		return writeErr(err)
+	}
+	e.stats.EncodedBytes += int64(len(magic) + 1)
+	r := migstream.NewReader(src)
+	for {
+		if r.Buffered() == 0 {
+			if err := e.flush(); err != nil {
+				return err
+			}
+		}
+		rec, err := r.Next()
+		if err != nil {
+			e.stats.StreamBytes = r.Offset()
+			if errors.Is(err, io.EOF) {
+				return e.flush()
+			}
+			return err
+		}
+		if err := e.record(rec, r); err != nil {
+			return err
+		}
+		e.stats.StreamBytes = r.Offset()
+	}
+}
+
+// writeError marks an error of the writer (the tunnel), as opposed to the
+// stream being read.
+type writeError struct{ err error }
+
+func (e *writeError) Error() string { return e.err.Error() }
+func (e *writeError) Unwrap() error { return e.err }
+
+func writeErr(err error) error { return &writeError{err} }
+
+func (e *encoder) record(rec *migstream.Record, r *migstream.Reader) error {
+	switch rec.Kind {
+	case migstream.KindPage:
+		return e.page(rec)
+	case migstream.KindZero:
+		if rec.Fill == 0 {
+			return e.zero(rec)
+		}
+		return e.forget(rec)
+	case migstream.KindXBZRLE, migstream.KindCompressed:
+		return e.forget(rec)
+	case migstream.KindRaw:
+		if rec.Reason != "" {
+			e.stats.Passthrough = rec.Reason
+		}
+		e.stats.LiteralBytes += int64(len(rec.Data))
+		if err := e.flushRun(); err != nil {
+			return err
+		}
+		if err := e.flushLiteral(); err != nil {
+			return err
+		}
+		for p := rec.Data; len(p) > 0; {
+			n := min(len(p), maxLiteral)
+			if err := e.literal(p[:n]); err != nil {
+				return err
+			}
+			p = p[n:]
+		}
+		return nil
+	case migstream.KindMemSize:
+		e.appendLiteral(rec)
+		return e.configure(rec.Addr)
+	}
+	e.appendLiteral(rec)
+	if len(e.lit) >= litFlush {
+		return e.flushLiteral()
+	}
+	return nil
+}
+
+func (e *encoder) appendLiteral(rec *migstream.Record) {
+	n := len(e.lit)
+	e.lit = migstream.AppendRecord(e.lit, rec)
+	e.stats.LiteralBytes += int64(len(e.lit) - n)
+}
+
+// configure sizes the cache from the guest's RAM and tells the decoder.
+func (e *encoder) configure(total uint64) error {
+	if e.st != nil {
+		return nil
+	}
+	slots := e.cfg.cacheSlots(total)
+	e.st = newStore(slots)
+	e.st.changed = e.unindex
+	e.stats.CacheMaxBytes = int64(slots) * pageSize
+	e.op = binary.AppendUvarint(append(e.op[:0], opCache), uint64(slots))
+	return e.emit(e.op)
+}
+
+func (e *encoder) unindex(s int32) {
+	if int(s) < len(e.hasSum) && e.hasSum[s] {
+		if t, ok := e.index[e.sums[s]]; ok && t == s {
+			delete(e.index, e.sums[s])
+		}
+		e.hasSum[s] = false
+	}
+}
+
+// addr appends an operation's opcode and page address and returns the
+// page's cache key.
+func (e *encoder) addr(b []byte, op byte, rec *migstream.Record) ([]byte, uint64, error) {
+	if rec.Continue() {
+		b = append(b, op|opContinue)
+	} else {
+		idx, ok := e.blocks[rec.Block]
+		if !ok {
+			if len(e.blocks) == maxBlocks {
+				return b, 0, fmt.Errorf("pagecodec: more than %d RAM blocks", maxBlocks)
+			}
+			idx = uint16(len(e.blocks))
+			e.blocks[rec.Block] = idx
+		}
+		e.cur = idx
+		b = append(b, op, byte(len(rec.Block)))
+		b = append(b, rec.Block...)
+	}
+	page := rec.Page()
+	b = binary.AppendVarint(b, int64(page-e.prev))
+	e.prev = page
+	return b, key(e.cur, page), nil
+}
+
+// page encodes one PAGE record.
+func (e *encoder) page(rec *migstream.Record) error {
+	if err := e.flushRun(); err != nil {
+		return err
+	}
+	if err := e.flushLiteral(); err != nil {
+		return err
+	}
+	if e.st == nil {
+		return errors.New("pagecodec: a page before the RAM block list")
+	}
+	data := rec.Data
+	var op []byte
+	var k uint64
+	var err error
+	if isZero(data) {
+		if e.op, k, err = e.addr(e.op[:0], opPageZero, rec); err != nil {
+			return err
+		}
+		e.st.drop(k)
+		return e.sent(&e.stats.Pages.Zero, e.op)
+	}
+	// The address is the same for every encoding: write it once and set
+	// the opcode (the first byte) when the choice is made.
+	if op, k, err = e.addr(e.op[:0], opPageDelta, rec); err != nil {
+		return err
+	}
+	e.op = op
+	base, haveBase := e.st.lookup(k)
+	delta := e.delta[:0]
+	deltaOK := false
+	if haveBase {
+		delta, deltaOK = appendDelta(delta, e.st.page(base), data, deltaLimit)
+		e.delta = delta
+		if deltaOK && len(delta) <= deltaTake {
+			return e.sendDelta(k, data)
+		}
+	}
+	sum := crc32.Checksum(data, castagnoli)
+	if t, ok := e.index[sum]; ok && bytes.Equal(e.st.page(t), data) {
+		e.st.touch(t)
+		e.op[0] = opPageRef | e.op[0]&opContinue
+		e.op = binary.AppendUvarint(e.op, uint64(t))
+		e.op = append(e.op, e.digest(data)...)
+		e.store(k, data, sum)
+		return e.sent(&e.stats.Pages.Ref, e.op)
+	}
+	n, cerr := e.comp.CompressBlock(data, e.lz)
+	if cerr != nil {
+		n = 0
+	}
+	switch {
+	case deltaOK && (n == 0 || len(delta) <= n):
+		return e.sendDelta(k, data)
+	case n > 0 && n < pageSize:
+		e.op[0] = opPageLZ4 | e.op[0]&opContinue
+		e.op = binary.AppendUvarint(e.op, uint64(n))
+		e.op = append(e.op, e.lz[:n]...)
+		e.store(k, data, sum)
+		return e.sent(&e.stats.Pages.LZ4, e.op)
+	}
+	e.op[0] = opPageRaw | e.op[0]&opContinue
+	e.store(k, data, sum)
+	if err := e.emit(e.op); err != nil {
+		return err
+	}
+	if err := e.emit(data); err != nil {
+		return err
+	}
+	e.stats.Pages.Raw.Pages++
+	e.stats.Pages.Raw.Bytes += int64(len(e.op) + len(data))
+	return nil
+}
+
+func (e *encoder) sendDelta(k uint64, data []byte) error {
+	e.op = binary.AppendUvarint(e.op, uint64(len(e.delta)))
+	e.op = append(e.op, e.delta...)
+	s := e.st.slotFor(k) // drops the old version's index entry
+	copy(e.st.page(s), data)
+	return e.sent(&e.stats.Pages.Delta, e.op)
+}
+
+// store puts data in k's slot and indexes it by its checksum.
+func (e *encoder) store(k uint64, data []byte, sum uint32) {
+	s := e.st.slotFor(k)
+	copy(e.st.page(s), data)
+	for int(s) >= len(e.sums) {
+		e.sums = append(e.sums, 0)
+		e.hasSum = append(e.hasSum, false)
+	}
+	e.sums[s], e.hasSum[s] = sum, true
+	e.index[sum] = s
+}
+
+func (e *encoder) digest(data []byte) []byte {
+	e.hasher.Reset()
+	e.hasher.Write(data)
+	var d [32]byte
+	return e.hasher.Sum(d[:0])[:refSumLen]
+}
+
+func (e *encoder) sent(c *Count, op []byte) error {
+	c.Pages++
+	c.Bytes += int64(len(op))
+	return e.emit(op)
+}
+
+// zero adds a ZERO record to the current run or starts one.
+func (e *encoder) zero(rec *migstream.Record) error {
+	r := &e.run
+	if r.n > 0 && rec.Continue() && rec.Page() == r.page+r.n {
+		r.n++
+		e.stats.ZeroRecords.Pages++
+		return nil
+	}
+	if err := e.flushRun(); err != nil {
+		return err
+	}
+	if err := e.flushLiteral(); err != nil {
+		return err
+	}
+	*r = zeroRun{n: 1, cont: rec.Continue(), name: rec.Block, page: rec.Page()}
+	e.stats.ZeroRecords.Pages++
+	return nil
+}
+
+func (e *encoder) flushRun() error {
+	r := &e.run
+	if r.n == 0 {
+		return nil
+	}
+	if e.st == nil {
+		return errors.New("pagecodec: a zero page before the RAM block list")
+	}
+	first := migstream.Record{Kind: migstream.KindZero, Addr: r.page * pageSize, Flags: migstream.FlagZero, Block: r.name}
+	if r.cont {
+		first.Flags |= migstream.FlagContinue
+	}
+	op, k, err := e.addr(e.op[:0], opZeroRun, &first)
+	if err != nil {
+		return err
+	}
+	op = binary.AppendUvarint(op, r.n-1)
+	blk := uint16(k & (maxBlocks - 1))
+	for i := range r.n {
+		e.st.drop(key(blk, r.page+i))
+	}
+	e.prev = r.page + r.n - 1
+	e.op = op
+	e.stats.ZeroRecords.Bytes += int64(len(op))
+	r.n = 0
+	return e.emit(op)
+}
+
+// forget sends a forget for a record passed on as a literal.
+func (e *encoder) forget(rec *migstream.Record) error {
+	if err := e.flushRun(); err != nil {
+		return err
+	}
+	if err := e.flushLiteral(); err != nil {
+		return err
+	}
+	op, k, err := e.addr(e.op[:0], opForget, rec)
+	if err != nil {
+		return err
+	}
+	e.op = op
+	if e.st != nil {
+		e.st.drop(k)
+	}
+	if err := e.emit(op); err != nil {
+		return err
+	}
+	e.appendLiteral(rec)
+	return nil
+}
+
+func (e *encoder) literal(p []byte) error {
+	e.op = binary.AppendUvarint(append(e.op[:0], opLiteral), uint64(len(p)))
+	if err := e.emit(e.op); err != nil {
+		return err
+	}
+	return e.emit(p)
+}
+
+func (e *encoder) flushLiteral() error {
+	if len(e.lit) == 0 {
+		return nil
+	}
+	err := e.literal(e.lit)
+	e.lit = e.lit[:0]
+	return err
+}
+
+func (e *encoder) emit(p []byte) error {
+	e.stats.EncodedBytes += int64(len(p))
+	if _, err := e.out.Write(p); err != nil {
+		return writeErr(err)
+	}
+	return nil
+}
+
+// flush sends everything pending: nothing waits in the encoder while it
+// waits for QEMU.
+func (e *encoder) flush() error {
+	if err := e.flushRun(); err != nil {
+		return err
+	}
+	if err := e.flushLiteral(); err != nil {
+		return err
+	}
+	if err := e.out.Flush(); err != nil {
+		return writeErr(err)
+	}
+	if e.st != nil {
+		e.stats.CachePages = int64(len(e.st.byKey))
+		e.stats.CacheBytes = e.st.bytes()
+		e.stats.CacheEvictions = e.st.evictions
+	}
+	if e.onFlush != nil {
+		e.onFlush(e.stats)
+	}
+	return nil
+}
+
+func isZero(p []byte) bool {
+	for i := 0; i+8 <= len(p); i += 8 {
+		if binary.LittleEndian.Uint64(p[i:]) != 0 {
+			return false
+		}
+	}
+	return true
+}

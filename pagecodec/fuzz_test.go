@@ -1,0 +1,39 @@
+package pagecodec_test
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"testing"
+
+	"github.com/vmigrate/vmigrate/pagecodec"
+)
+
+// FuzzRoundTrip: whatever bytes arrive as a "QEMU stream", the far side
+// gets exactly those bytes back.
+func FuzzRoundTrip(f *testing.F) {
+	f.Add(newGuest(40, 7).stream(2, 20))
+	f.Add(newGuest(10, 8).stream(1, 5)[:5000])
+	for _, s := range recordedSeeds(f) {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		roundTrip(t, in, pagecodec.Config{CacheBytes: 16 * ps})
+	})
+}
+
+// FuzzDecode: arbitrary encoded bytes give an error or some output, never
+// a panic, and never a cache beyond the decoder's limit.
+func FuzzDecode(f *testing.F) {
+	var e bytes.Buffer
+	pagecodec.New(pagecodec.Config{CacheBytes: 16 * ps}).Encode(&e, bytes.NewReader(newGuest(40, 9).stream(2, 20)))
+	f.Add(e.Bytes())
+	f.Add([]byte("VMPC\x01\x02\x08\x14\x01a\x00"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		err := pagecodec.New(pagecodec.Config{MaxCacheBytes: 64 * ps}).Decode(io.Discard, bytes.NewReader(data))
+		var ce *pagecodec.CorruptError
+		if err != nil && !errors.As(err, &ce) {
+			t.Fatalf("decode failed with %v, not a CorruptError", err)
+		}
+	})
+}
