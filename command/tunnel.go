@@ -7,6 +7,8 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/vmigrate/vmigrate/guest/workload"
+	"github.com/vmigrate/vmigrate/pagecodec"
 	"github.com/vmigrate/vmigrate/tunnel"
 	"github.com/vmigrate/vmigrate/wanpath"
 )
@@ -42,6 +44,8 @@ or with certificates from one CA (certs). The protocol: tunnel/PROTOCOL.md.
 				Flags: append([]cli.Flag{
 					&cli.StringFlag{Name: "listen", Required: true, Usage: "where the source QEMU connects: unix:PATH or HOST:PORT"},
 					&cli.StringFlag{Name: "peer", Required: true, Usage: "the dest end, HOST:PORT"},
+					&cli.StringFlag{Name: "codec", Value: "on", Usage: "page codec on the stream: on|off (the dest end always understands it)"},
+					&cli.StringFlag{Name: "codec-cache", Usage: "page cache of the codec at each end, e.g. 1G (default: the guest's RAM up to 2G, a quarter of it beyond, 64M..8G)"},
 				}, auth()...),
 				Action: func(c *cli.Context) error {
 					e := getEnv(c)
@@ -49,9 +53,17 @@ or with certificates from one CA (certs). The protocol: tunnel/PROTOCOL.md.
 					if err != nil {
 						return err
 					}
+					codec, err := codecFlags(c, true)
+					if err != nil {
+						return err
+					}
+					port := tunnel.Port{Name: wanpath.ChannelRAM, Addr: c.String("listen")}
+					if codec != nil {
+						port.Codec = codec
+					}
 					fmt.Fprintf(e.stdout, "tunnel source: %s -> %s\n", c.String("listen"), c.String("peer"))
 					return tunnel.RunSource(e.ctx, tunnel.SourceConfig{
-						Ports: []tunnel.Port{{Name: wanpath.ChannelRAM, Addr: c.String("listen")}},
+						Ports: []tunnel.Port{port},
 						Peer:  c.String("peer"), Tunnel: cfg, Logger: e.log,
 					})
 				},
@@ -62,6 +74,7 @@ or with certificates from one CA (certs). The protocol: tunnel/PROTOCOL.md.
 				Flags: append([]cli.Flag{
 					&cli.StringFlag{Name: "listen", Required: true, Usage: "the tunnel's address, HOST:PORT"},
 					&cli.StringFlag{Name: "forward", Required: true, Usage: "the destination QEMU's incoming address: unix:PATH or HOST:PORT"},
+					&cli.StringFlag{Name: "codec-max-cache", Value: "16G", Usage: "the largest page cache a source may ask this end to keep per stream"},
 				}, auth()...),
 				Action: func(c *cli.Context) error {
 					e := getEnv(c)
@@ -69,9 +82,14 @@ or with certificates from one CA (certs). The protocol: tunnel/PROTOCOL.md.
 					if err != nil {
 						return err
 					}
+					maxCache, err := workload.ParseSize(c.String("codec-max-cache"))
+					if err != nil || maxCache < pagecodec.PageSize {
+						return withCode(ExitUsage, fmt.Errorf("--codec-max-cache %q: want a size of at least 4K", c.String("codec-max-cache")))
+					}
 					fmt.Fprintf(e.stdout, "tunnel dest: %s -> %s\n", c.String("listen"), c.String("forward"))
 					return tunnel.RunDest(e.ctx, tunnel.DestConfig{
 						Listen:  c.String("listen"),
+						Codecs:  []tunnel.StreamCodec{pagecodec.New(pagecodec.Config{MaxCacheBytes: int64(maxCache)})},
 						Forward: tunnel.ForwardByName(map[string]string{wanpath.ChannelRAM: c.String("forward")}),
 						Tunnel:  cfg, Logger: e.log,
 					})

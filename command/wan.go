@@ -8,6 +8,7 @@ import (
 
 	"github.com/vmigrate/vmigrate/guest/workload"
 	"github.com/vmigrate/vmigrate/migrate"
+	"github.com/vmigrate/vmigrate/pagecodec"
 	"github.com/vmigrate/vmigrate/tunnel"
 	"github.com/vmigrate/vmigrate/wanlink"
 	"github.com/vmigrate/vmigrate/wanpath"
@@ -20,7 +21,39 @@ func wanFlags() []cli.Flag {
 		&cli.StringFlag{Name: "wan-bandwidth", Usage: "emulate a WAN link of this bandwidth (e.g. 100mbit) between the tunnel's ends"},
 		&cli.StringFlag{Name: "wan-rtt", Usage: "the emulated link's round-trip time (e.g. 50ms)"},
 		&cli.StringFlag{Name: "wan-jitter", Usage: "the emulated link's extra one-way delay, uniform in [0, jitter]"},
+		&cli.StringFlag{Name: "codec", Usage: "page codec in the tunnel (deltas, references, lz4): on|off; default on whenever the stream goes through the tunnel, and on alone it routes the stream through one"},
+		&cli.StringFlag{Name: "codec-cache", Usage: "page cache of the codec at each end, e.g. 1G (default: the guest's RAM up to 2G, a quarter of it beyond, 64M..8G)"},
 	}
+}
+
+// codecFlags reads --codec and --codec-cache; nil means no codec. def is
+// the answer when --codec is not given.
+func codecFlags(c *cli.Context, def bool) (*pagecodec.Codec, error) {
+	on := def
+	switch v := c.String("codec"); v {
+	case "":
+	case "on":
+		on = true
+	case "off":
+		on = false
+	default:
+		return nil, withCode(ExitUsage, fmt.Errorf("--codec %q: want on or off", v))
+	}
+	var cfg pagecodec.Config
+	if v := c.String("codec-cache"); v != "" {
+		n, err := workload.ParseSize(v)
+		if err != nil || n < pagecodec.PageSize {
+			return nil, withCode(ExitUsage, fmt.Errorf("--codec-cache %q: want a size of at least 4K", v))
+		}
+		if !on {
+			return nil, withCode(ExitUsage, fmt.Errorf("--codec-cache needs the codec (it is off)"))
+		}
+		cfg.CacheBytes = int64(n)
+	}
+	if !on {
+		return nil, nil
+	}
+	return pagecodec.New(cfg), nil
 }
 
 // tunnelFlags reach a tunnel dest end on another host.
@@ -97,10 +130,18 @@ func wanTransport(c *cli.Context, e *env, dir string) (migrate.Transport, string
 	if err != nil {
 		return nil, "", err
 	}
-	if link == nil && peer == "" && !given {
+	codecAsked := c.String("codec") == "on"
+	if link == nil && peer == "" && !given && !codecAsked {
+		if c.String("codec") == "" && c.String("codec-cache") != "" {
+			return nil, "", withCode(ExitUsage, fmt.Errorf("--codec-cache: the codec runs in the tunnel; give --codec on or a --wan-* flag"))
+		}
 		return nil, "", nil
 	}
-	cfg := wanpath.Config{Dir: dir, Link: link, Peer: peer, Tunnel: auth, Log: e.log}
+	codec, err := codecFlags(c, true)
+	if err != nil {
+		return nil, "", err
+	}
+	cfg := wanpath.Config{Dir: dir, Link: link, Peer: peer, Tunnel: auth, Codec: codec, Log: e.log}
 	switch {
 	case peer != "" && !given:
 		return nil, "", withCode(ExitUsage, fmt.Errorf("--tunnel-peer needs --psk-file, --tls-ca/--tls-cert/--tls-key or --insecure"))
@@ -121,6 +162,9 @@ func wanTransport(c *cli.Context, e *env, dir string) (migrate.Transport, string
 		return nil, "", withCode(ExitUsage, err)
 	}
 	desc := "tunnel"
+	if codec != nil {
+		desc += " with the page codec"
+	}
 	if link != nil {
 		desc += " over an emulated " + link.String() + " link"
 	}

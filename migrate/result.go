@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/vmigrate/vmigrate/pagecodec"
 	"github.com/vmigrate/vmigrate/probe"
 )
 
@@ -37,9 +38,11 @@ type Result struct {
 	StreamBytesSource string `json:"stream_bytes_source"` // the Transport that counted it ("relay", "wan"), or "qemu" (ram.transferred)
 	// WireBytes crossed the emulated WAN link, both directions (tunnel
 	// framing, TLS and the return path included); 0 without a link.
-	WireBytes      int64 `json:"wire_bytes"`
-	RAMBytes       int64 `json:"ram_total_bytes"`
-	RAMTransferred int64 `json:"ram_transferred_bytes"`
+	WireBytes int64 `json:"wire_bytes"`
+	// Codec is what the page codec did, when the path had one.
+	Codec          *pagecodec.Stats `json:"codec,omitempty"`
+	RAMBytes       int64            `json:"ram_total_bytes"`
+	RAMTransferred int64            `json:"ram_transferred_bytes"`
 
 	Passes []Pass `json:"passes"`
 	// Policy is the stop rule (smart, xen, qemu, or budget(...)); Decision
@@ -131,4 +134,5 @@ var (
 	ErrBusy             = errors.New("a migration is already under way on the source")
 	ErrDestLost         = errors.New("destination did not start the VM")
 	ErrUnsafeTCG        = errors.New("refusing a migration that would corrupt guest memory")
+	ErrStreamFormat     = errors.New("the page codec cannot read this stream")
 )

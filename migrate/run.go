@@ -30,6 +30,8 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/vmigrate/vmigrate/migstream"
+	"github.com/vmigrate/vmigrate/pagecodec"
 	"github.com/vmigrate/vmigrate/probe"
 	"github.com/vmigrate/vmigrate/qmp"
 	"github.com/vmigrate/vmigrate/stopcopy"
@@ -126,6 +128,9 @@ func Run(ctx context.Context, o Options) (Result, error) {
 		d.SourceStoppedAtMS = r.res.SwitchoverMS
 	}
 	if t := r.transport; t != nil {
+		if c, ok := t.(codecReporter); ok {
+			r.res.Codec = c.CodecStats()
+		}
 		r.res.StreamBytes, r.res.WireBytes = t.Counts()
 		r.res.StreamBytesSource = t.Name()
 		t.Close()
@@ -148,6 +153,9 @@ func Run(ctx context.Context, o Options) (Result, error) {
 	r.emit(Progress{TransferredBytes: r.res.RAMTransferred, TotalBytes: r.res.RAMBytes})
 	return r.res, nil
 }
+
+// codecReporter is a Transport with a page codec.
+type codecReporter interface{ CodecStats() *pagecodec.Stats }
 
 func (r *runner) emit(p Progress) {
 	p.Phase = r.phase
@@ -274,6 +282,9 @@ func (r *runner) preflight(ctx context.Context) error {
 	if err := r.checkTCG(ctx); err != nil {
 		return err
 	}
+	if err := r.checkFormat(ctx); err != nil {
+		return err
+	}
 	mi, err := r.o.Src.QueryMigrate(ctx)
 	if err != nil {
 		return fmt.Errorf("source: query-migrate: %w", err)
@@ -294,6 +305,44 @@ func (r *runner) preflight(ctx context.Context) error {
 		if err := c.MigrateSetCapabilities(ctx, qmp.Capability{Name: "events", State: true}); err != nil {
 			return fmt.Errorf("%s: migrate-set-capabilities events: %w", side, err)
 		}
+	}
+	return nil
+}
+
+// streamParser is a Transport that reads the migration stream (the page
+// codec), and so cannot carry one whose format a capability changed.
+type streamParser interface{ ParsesStream() bool }
+
+// checkFormat refuses, before anything starts, a source whose settings
+// would make a stream the transport cannot parse.
+func (r *runner) checkFormat(ctx context.Context) error {
+	p, ok := r.o.Transport.(streamParser)
+	if !ok || !p.ParsesStream() {
+		return nil
+	}
+	caps, err := r.o.Src.QueryMigrateCapabilities(ctx)
+	if err != nil {
+		return fmt.Errorf("source: query-migrate-capabilities: %w", err)
+	}
+	var on []string
+	for _, c := range caps {
+		if c.State {
+			on = append(on, c.Name)
+		}
+	}
+	if err := migstream.CheckCapabilities(on); err != nil {
+		return fmt.Errorf("source: %w: %w; turn them off, or migrate with --codec off", ErrStreamFormat, err)
+	}
+	params, err := r.o.Src.QueryMigrateParameters(ctx)
+	if err != nil {
+		return fmt.Errorf("source: query-migrate-parameters: %w", err)
+	}
+	tls := params.TLSCreds != nil && *params.TLSCreds != ""
+	if q := r.o.Parameters; q != nil && q.TLSCreds != nil {
+		tls = *q.TLSCreds != ""
+	}
+	if tls {
+		return fmt.Errorf("source: %w: QEMU encrypts the stream itself (tls-creds); the tunnel already encrypts it, so clear tls-creds, or migrate with --codec off", ErrStreamFormat)
 	}
 	return nil
 }

@@ -273,3 +273,13 @@ func TestWriterErrors(t *testing.T) {
 		t.Fatal("error not sticky")
 	}
 }
+
+func TestCheckCapabilities(t *testing.T) {
+	if err := migstream.CheckCapabilities([]string{"events", "xbzrle", "return-path", "compress", "auto-converge"}); err != nil {
+		t.Fatalf("plain capabilities refused: %v", err)
+	}
+	err := migstream.CheckCapabilities([]string{"postcopy-ram", "events", "multifd"})
+	if err == nil || !strings.Contains(err.Error(), "multifd, postcopy-ram") {
+		t.Fatalf("err %v", err)
+	}
+}

@@ -8,24 +8,33 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/vmigrate/vmigrate/migstream"
 )
 
 // Name is the codec's name on a tunnel channel.
 const Name = "vmpc1"
 
-// Cache sizing, when Config.CacheBytes is 0: half the guest's RAM, within
-// these bounds.
+// PageSize is the page the codec works on (x86's target page).
+const PageSize = migstream.PageSize
+
+// Cache sizing, when Config.CacheBytes is 0: the guest's RAM up to
+// DefaultCacheFull, a quarter of it beyond (but not less than
+// DefaultCacheFull), within DefaultCacheMin and DefaultCacheMax. Only
+// pages sent with contents take room; the cache must hold the pages the
+// guest keeps rewriting for deltas to work.
 const (
-	DefaultCacheMin = 64 << 20
-	DefaultCacheMax = 4 << 30
+	DefaultCacheMin  = 64 << 20
+	DefaultCacheFull = 2 << 30
+	DefaultCacheMax  = 8 << 30
 	// DefaultMaxCache is the largest cache a decoder agrees to keep.
 	DefaultMaxCache = 16 << 30
 )
 
 // Config sets the codec up.
 type Config struct {
-	// CacheBytes is the page cache each end keeps, per stream; 0 means
-	// half the guest's RAM, between DefaultCacheMin and DefaultCacheMax.
+	// CacheBytes is the page cache each end keeps, per stream; 0 sizes it
+	// from the guest's RAM (see DefaultCacheFull).
 	CacheBytes int64
 	// MaxCacheBytes bounds the cache an encoder may ask a decoder for
 	// (0 means DefaultMaxCache).
@@ -35,7 +44,8 @@ type Config struct {
 func (c Config) cacheSlots(guest uint64) int32 {
 	b := c.CacheBytes
 	if b <= 0 {
-		b = min(max(int64(guest/2), DefaultCacheMin), DefaultCacheMax)
+		g := int64(min(guest, 1<<62))
+		b = min(max(g/4, min(g, DefaultCacheFull), DefaultCacheMin), DefaultCacheMax)
 	}
 	return int32(min(max(b/pageSize, 1), 1<<31-1))
 }

@@ -9,8 +9,10 @@ import "github.com/vmigrate/vmigrate/migstream"
 // base of the next delta for that page and the target of references from
 // other pages with the same contents.
 //
-// Replacement is CLOCK: a page sent again or referenced gets its bit set,
-// and the hand evicts the first slot without one. Memory grows in chunks as
+// Replacement is CLOCK with unreferenced insertion: a page enters without
+// its bit, gets it when it is sent again or referenced, and the hand evicts
+// the first slot without one. So pages sent once (most of the first pass)
+// go before the working set that keeps coming back. Memory grows in chunks as
 // slots are first used, up to the capacity.
 type store struct {
 	capacity int32
@@ -79,7 +81,7 @@ func (st *store) slotFor(k uint64) int32 {
 	}
 	s := st.alloc()
 	st.owner[s] = k
-	st.state[s] = slotUsed | slotRef
+	st.state[s] = slotUsed
 	st.byKey[k] = s
 	return s
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strings"
 	"sync"
 	"time"
 
@@ -33,7 +34,26 @@ type Port struct {
 	Name     string       // channel name, e.g. "ram" or "disk:vda"
 	Addr     string       // "unix:/path", "tcp:HOST:PORT", "/path" or "HOST:PORT"
 	Listener net.Listener // optional, already listening; the Source closes it
+	// Codec, if set, encodes what the port's connections send (the
+	// channel is then named Name+"+"+Codec.Name(), and the dest end must
+	// know the codec to accept it).
+	Codec StreamCodec
 }
+
+// StreamCodec rewrites a channel's local-to-peer direction: Encode on the
+// source end, Decode on the dest end, so that the far side's local
+// connection receives exactly what the near side's sent. The other
+// direction (QEMU's return path) passes unchanged.
+type StreamCodec interface {
+	Name() string
+	// Encode reads src to its end and writes the encoded form to dst.
+	Encode(dst io.Writer, src io.Reader) error
+	// Decode reads an encoded src to its end and writes the original to dst.
+	Decode(dst io.Writer, src io.Reader) error
+}
+
+// codecSep separates a channel's name from its codec's.
+const codecSep = "+"
 
 // SourceConfig configures the source end: QEMU connects to Ports, and each
 // connection becomes a channel over one tunnel connection dialled to Peer.
@@ -54,8 +74,11 @@ type DestConfig struct {
 	Listen   string       // tunnel address, HOST:PORT (or any form Port.Addr takes)
 	Listener net.Listener // optional, already listening, instead of Listen
 	Forward  func(ctx context.Context, name string) (net.Conn, error)
-	Tunnel   Config
-	Logger   *zap.Logger
+	// Codecs are the stream codecs the dest end decodes, by name; a
+	// channel asking for another one is refused.
+	Codecs []StreamCodec
+	Tunnel Config
+	Logger *zap.Logger
 }
 
 // RelayStats are the counters of one relayed channel.
@@ -156,10 +179,10 @@ func (a *SessionStats) add(b SessionStats) {
 }
 
 // relayChannel relays between local and ch, then records how it ended.
-func (e *endpoint) relayChannel(local net.Conn, ch *Channel) {
+func (e *endpoint) relayChannel(local net.Conn, ch *Channel, codec StreamCodec, encode bool) {
 	r := e.track(ch)
 	start := time.Now()
-	err := relay(local, ch)
+	err := relay(local, ch, codec, encode)
 	e.mu.Lock()
 	r.done, r.err = true, err
 	e.mu.Unlock()
@@ -175,10 +198,21 @@ func (e *endpoint) relayChannel(local net.Conn, ch *Channel) {
 // like a finished one); one that fails because its destination failed stops
 // without touching the other direction, which may still finish: a channel
 // the peer reset after its CLOSE still reads to its end.
-func relay(local net.Conn, ch *Channel) error {
+//
+// With a codec, local → ch is encoded (encode) or ch → local decoded; a
+// stream the codec refuses counts as a failed read.
+func relay(local net.Conn, ch *Channel, codec StreamCodec, encode bool) error {
 	errc := make(chan error, 2)
+	toPeer, toLocal := copyBuf, copyBuf
+	if codec != nil {
+		if encode {
+			toPeer = codecCopy(codec.Encode)
+		} else {
+			toLocal = codecCopy(codec.Decode)
+		}
+	}
 	go func() { // local → ch; exits when local's read or ch's write ends
-		_, rerr, werr := copyBuf(ch, local)
+		_, rerr, werr := toPeer(ch, local)
 		switch {
 		case rerr == nil && werr == nil:
 			werr = ch.CloseWrite()
@@ -189,7 +223,7 @@ func relay(local net.Conn, ch *Channel) error {
 		errc <- errors.Join(rerr, werr)
 	}()
 	go func() { // ch → local; exits when ch's read or local's write ends
-		_, rerr, werr := copyBuf(local, ch)
+		_, rerr, werr := toLocal(local, ch)
 		switch {
 		case rerr == nil && werr == nil:
 			if cw, ok := local.(interface{ CloseWrite() error }); ok {
@@ -241,6 +275,38 @@ func copyBuf(dst io.Writer, src io.Reader) (n int64, rerr, werr error) {
 	}
 }
 
+// codecCopy runs a codec direction as a copy, telling a failed write to
+// dst from anything else (a failed read, or input the codec refuses).
+func codecCopy(f func(dst io.Writer, src io.Reader) error) func(dst io.Writer, src io.Reader) (int64, error, error) {
+	return func(dst io.Writer, src io.Reader) (int64, error, error) {
+		w := &watchWriter{w: dst}
+		err := f(w, src)
+		switch {
+		case err == nil:
+			return w.n, nil, nil
+		case w.err != nil && errors.Is(err, w.err):
+			return w.n, nil, err
+		}
+		return w.n, fmt.Errorf("codec: %w", err), nil
+	}
+}
+
+// watchWriter remembers its writer's first error.
+type watchWriter struct {
+	w   io.Writer
+	n   int64
+	err error
+}
+
+func (w *watchWriter) Write(p []byte) (int, error) {
+	n, err := w.w.Write(p)
+	w.n += int64(n)
+	if err != nil && w.err == nil {
+		w.err = err
+	}
+	return n, err
+}
+
 // Source is a running source end. Its goroutines: the lifetime watcher,
 // one accept loop per port and two per relayed connection, all ended by
 // Close.
@@ -275,8 +341,12 @@ func StartSource(ctx context.Context, cfg SourceConfig) (*Source, error) {
 		return nil, fmt.Errorf("tunnel source: %w", err)
 	}
 	for _, p := range cfg.Ports {
-		if len(p.Name) == 0 || len(p.Name) > MaxNameLen {
-			return fail(fmt.Errorf("port %q: name must be 1..%d bytes", p.Name, MaxNameLen))
+		wire := p.Name
+		if p.Codec != nil {
+			wire += codecSep + p.Codec.Name()
+		}
+		if len(p.Name) == 0 || len(wire) > MaxNameLen || strings.Contains(p.Name, codecSep) {
+			return fail(fmt.Errorf("port %q: name must be 1..%d bytes without %q", p.Name, MaxNameLen, codecSep))
 		}
 		ln := p.Listener
 		if ln == nil {
@@ -314,7 +384,7 @@ func StartSource(ctx context.Context, cfg SourceConfig) (*Source, error) {
 		sess.Close()
 	}()
 	for i, ln := range src.lns {
-		go src.acceptLoop(ctx, ln, cfg.Ports[i].Name)
+		go src.acceptLoop(ctx, ln, cfg.Ports[i].Name, cfg.Ports[i].Codec)
 	}
 	return src, nil
 }
@@ -367,7 +437,7 @@ func (s *Source) closeListeners() {
 	}
 }
 
-func (s *Source) acceptLoop(ctx context.Context, ln net.Listener, name string) {
+func (s *Source) acceptLoop(ctx context.Context, ln net.Listener, name string, codec StreamCodec) {
 	defer s.wg.Done()
 	for {
 		local, err := ln.Accept()
@@ -377,13 +447,17 @@ func (s *Source) acceptLoop(ctx context.Context, ln net.Listener, name string) {
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
-			ch, err := s.sess.OpenChannel(ctx, name)
+			wire := name
+			if codec != nil {
+				wire = name + codecSep + codec.Name()
+			}
+			ch, err := s.sess.OpenChannel(ctx, wire)
 			if err != nil {
-				s.log.Warn("tunnel: cannot open channel", zap.String("channel", name), zap.Error(err))
+				s.log.Warn("tunnel: cannot open channel", zap.String("channel", wire), zap.Error(err))
 				abort(local)
 				return
 			}
-			s.relayChannel(local, ch)
+			s.relayChannel(local, ch, codec, true)
 		}()
 	}
 }
@@ -525,14 +599,21 @@ func (d *Dest) serve(conn net.Conn) {
 		d.wg.Add(1)
 		go func() {
 			defer d.wg.Done()
-			local, err := d.cfg.Forward(d.ctx, ch.Name())
+			name, codec, err := d.codecFor(ch.Name())
+			if err != nil {
+				d.log.Warn("tunnel: refused a channel", zap.String("channel", ch.Name()), zap.Error(err))
+				ch.Reset(ResetRefused, err.Error())
+				ch.Close()
+				return
+			}
+			local, err := d.cfg.Forward(d.ctx, name)
 			if err != nil {
 				d.log.Warn("tunnel: forward failed", zap.String("channel", ch.Name()), zap.Error(err))
 				ch.Reset(ResetRefused, "forward: "+err.Error())
 				ch.Close()
 				return
 			}
-			d.relayChannel(local, ch)
+			d.relayChannel(local, ch, codec, false)
 		}()
 	}
 	sess.Close()
@@ -550,6 +631,20 @@ func (d *Dest) serve(conn net.Conn) {
 	}
 	d.mu.Unlock()
 	d.log.Info("tunnel session ended", zap.Stringer("peer", sess.RemoteAddr()), zap.Error(err))
+}
+
+// codecFor splits a channel's name into the name to forward and its codec.
+func (d *Dest) codecFor(wire string) (string, StreamCodec, error) {
+	name, codecName, ok := strings.Cut(wire, codecSep)
+	if !ok {
+		return wire, nil, nil
+	}
+	for _, c := range d.cfg.Codecs {
+		if c.Name() == codecName {
+			return name, c, nil
+		}
+	}
+	return "", nil, fmt.Errorf("channel %q asks for codec %q, which this dest end does not have", name, codecName)
 }
 
 // RunDest runs a dest end until ctx ends, then returns nil; it fails only

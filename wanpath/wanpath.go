@@ -24,6 +24,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/vmigrate/vmigrate/pagecodec"
 	"github.com/vmigrate/vmigrate/tunnel"
 	"github.com/vmigrate/vmigrate/wanlink"
 )
@@ -43,7 +44,10 @@ type Config struct {
 	// this process, with DestTunnel, forwarding to the incoming URI.
 	Peer       string
 	DestTunnel tunnel.Config
-	Log        *zap.Logger
+	// Codec, if set, encodes the stream at the source end and decodes it
+	// at the dest end (a remote dest end must have it too).
+	Codec *pagecodec.Codec
+	Log   *zap.Logger
 }
 
 // Path is one migration's WAN path. Its goroutines end at Close.
@@ -105,10 +109,14 @@ func (p *Path) Open(ctx context.Context, incomingURI string) (string, error) {
 	p.cancel = cancel
 	peer := p.cfg.Peer
 	if peer == "" {
-		dest, err := tunnel.StartDest(life, tunnel.DestConfig{
+		dcfg := tunnel.DestConfig{
 			Listen: "tcp:127.0.0.1:0", Forward: tunnel.ForwardByName(map[string]string{ChannelRAM: incomingURI}),
 			Tunnel: p.cfg.DestTunnel, Logger: p.cfg.Log.Named("tunnel-dest"),
-		})
+		}
+		if p.cfg.Codec != nil {
+			dcfg.Codecs = []tunnel.StreamCodec{p.cfg.Codec}
+		}
+		dest, err := tunnel.StartDest(life, dcfg)
 		if err != nil {
 			p.Close()
 			return "", err
@@ -137,8 +145,12 @@ func (p *Path) Open(ctx context.Context, incomingURI string) (string, error) {
 		peer = ln.Addr().String()
 	}
 	sock := filepath.Join(p.cfg.Dir, "wan.sock")
+	port := tunnel.Port{Name: ChannelRAM, Addr: "unix:" + sock}
+	if p.cfg.Codec != nil {
+		port.Codec = p.cfg.Codec
+	}
 	src, err := tunnel.StartSource(life, tunnel.SourceConfig{
-		Ports: []tunnel.Port{{Name: ChannelRAM, Addr: "unix:" + sock}},
+		Ports: []tunnel.Port{port},
 		Peer:  peer, Tunnel: p.cfg.Tunnel, Logger: p.cfg.Log.Named("tunnel-source"),
 	})
 	if err != nil {
@@ -163,6 +175,19 @@ func (p *Path) Counts() (stream, wire int64) {
 	}
 	return stream, wire
 }
+
+// CodecStats are the codec's counters, or nil without one.
+func (p *Path) CodecStats() *pagecodec.Stats {
+	if p.cfg.Codec == nil {
+		return nil
+	}
+	st := p.cfg.Codec.Stats()
+	return &st
+}
+
+// ParsesStream reports whether the path parses the migration stream (so
+// the source must not use capabilities that change its format).
+func (p *Path) ParsesStream() bool { return p.cfg.Codec != nil }
 
 // Err implements migrate.Transport: the first failure of the tunnel's
 // ends or of a relayed channel.
