@@ -71,7 +71,7 @@ type encoder struct {
 	op      []byte // scratch for one operation
 	delta   []byte
 	lz      []byte
-	comp    lz4.Compressor
+	comp    pageCompressor
 	hasher  *blake3.Hasher
 	run     zeroRun
 	stats   Stats
@@ -275,10 +275,7 @@ func (e *encoder) page(rec *migstream.Record) error {
 		e.store(k, data, sum)
 		return e.sent(&e.stats.Pages.Ref, e.op)
 	}
-	n, cerr := e.comp.CompressBlock(data, e.lz)
-	if cerr != nil {
-		n = 0
-	}
+	n := e.comp.compress(e.lz, data, pageSize-1)
 	switch {
 	case deltaOK && (n == 0 || len(delta) <= n):
 		return e.sendDelta(k, data)

@@ -230,6 +230,9 @@ func relay(local net.Conn, ch *Channel, codec StreamCodec, encode bool) error {
 				werr = cw.CloseWrite()
 			}
 		case rerr != nil:
+			if codec != nil {
+				ch.Reset(ResetInternal, rerr.Error()) // tell the source why
+			}
 			abort(local)
 		default:
 			ch.Reset(ResetInternal, "local write: "+werr.Error())

@@ -46,8 +46,14 @@ type Config struct {
 	DestTunnel tunnel.Config
 	// Codec, if set, encodes the stream at the source end and decodes it
 	// at the dest end (a remote dest end must have it too).
-	Codec *pagecodec.Codec
+	Codec Codec
 	Log   *zap.Logger
+}
+
+// Codec is a stream codec that counts what it did (*pagecodec.Codec).
+type Codec interface {
+	tunnel.StreamCodec
+	Stats() pagecodec.Stats
 }
 
 // Path is one migration's WAN path. Its goroutines end at Close.
@@ -164,7 +170,10 @@ func (p *Path) Open(ctx context.Context, incomingURI string) (string, error) {
 // Counts implements migrate.Transport: the bytes QEMU sent into the
 // tunnel, and the bytes that crossed the link both ways.
 func (p *Path) Counts() (stream, wire int64) {
-	if p.src != nil {
+	switch {
+	case p.cfg.Codec != nil:
+		stream = p.cfg.Codec.Stats().StreamBytes // the channel carries the encoded form
+	case p.src != nil:
 		for _, r := range p.src.Stats().Relays {
 			stream += r.ToPeer
 		}
@@ -190,7 +199,7 @@ func (p *Path) CodecStats() *pagecodec.Stats {
 func (p *Path) ParsesStream() bool { return p.cfg.Codec != nil }
 
 // Err implements migrate.Transport: the first failure of the tunnel's
-// ends or of a relayed channel.
+// ends or of a relayed channel, and above all a stream the codec refused.
 func (p *Path) Err() error {
 	var stats []tunnel.EndpointStats
 	if p.src != nil {
@@ -199,17 +208,25 @@ func (p *Path) Err() error {
 	if p.dest != nil {
 		stats = append(stats, p.dest.Stats())
 	}
+	var first error
 	for _, st := range stats {
-		if st.LastError != nil {
-			return st.LastError
-		}
+		errs := []error{st.LastError}
 		for _, r := range st.Relays {
 			if r.Err != nil {
-				return fmt.Errorf("channel %s: %w", r.Name, r.Err)
+				errs = append(errs, fmt.Errorf("channel %s: %w", r.Name, r.Err))
+			}
+		}
+		for _, err := range errs {
+			var ce *pagecodec.CorruptError
+			if errors.As(err, &ce) {
+				return err
+			}
+			if first == nil {
+				first = err
 			}
 		}
 	}
-	return nil
+	return first
 }
 
 // Close tears the path down: source end, link, dest end.
