@@ -14,9 +14,10 @@ var workloadKeys = map[string]string{
 	"rate": workload.KeyPagesPerSec,
 	"bpp":  workload.KeyBytesPerPage,
 	"hot":  workload.KeyHot,
+	"body": workload.KeyBody,
 }
 
-// parseWorkload reads "idle" or "memdirty[:wss=256M,rate=5000,bpp=8,hot=0.1:0.9]"
+// parseWorkload reads "idle" or "memdirty[:wss=256M,rate=5000,bpp=8,hot=0.1:0.9,body=text]"
 // and applies the guest's defaults for a guest of mem bytes.
 func parseWorkload(spec string, mem int64) (workload.Config, error) {
 	name, params, _ := strings.Cut(spec, ":")
@@ -29,7 +30,7 @@ func parseWorkload(spec string, mem int64) (workload.Config, error) {
 			k, v, ok := strings.Cut(kv, "=")
 			key, known := workloadKeys[k]
 			if !ok || !known || v == "" {
-				return workload.Config{}, fmt.Errorf("%q: parameter %q: want wss=SIZE, rate=PAGES/S, bpp=BYTES or hot=FRACTION:WEIGHT", spec, kv)
+				return workload.Config{}, fmt.Errorf("%q: parameter %q: want wss=SIZE, rate=PAGES/S, bpp=BYTES, hot=FRACTION:WEIGHT or body=random|text", spec, kv)
 			}
 			words = append(words, key+"="+v)
 		}

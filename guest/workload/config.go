@@ -30,6 +30,13 @@ const (
 	KeyPagesPerSec  = "vmigrate.rate"     // target dirtied pages per second
 	KeyBytesPerPage = "vmigrate.bpp"      // bytes changed per dirtied page
 	KeyHot          = "vmigrate.hot"      // HOT_FRACTION:HOT_WEIGHT, e.g. 0.1:0.9
+	KeyBody         = "vmigrate.body"     // random | text: what the pages hold besides the changing bytes
+)
+
+// Page bodies.
+const (
+	BodyRandom = "random" // incompressible: the worst case for a codec
+	BodyText   = "text"   // Go source text, about as compressible as a page cache
 )
 
 // Config selects and parameterises a workload. The zero value of a numeric
@@ -41,6 +48,7 @@ type Config struct {
 	BytesPerPage int     `json:"bytes_per_page,omitempty"`
 	HotFraction  float64 `json:"hot_fraction,omitempty"`
 	HotWeight    float64 `json:"hot_weight,omitempty"`
+	Body         string  `json:"body,omitempty"` // BodyRandom (default) or BodyText
 }
 
 // WithDefaults returns c with unset memdirty fields filled in: the working set
@@ -97,6 +105,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("workload: hot_weight must be in [0,1], got %g", c.HotWeight)
 	case c.HotFraction < 1 && c.HotWeight == 0:
 		return fmt.Errorf("workload: hot_weight must be in (0,1] when hot_fraction < 1, got 0")
+	case c.Body != "" && c.Body != BodyRandom && c.Body != BodyText:
+		return fmt.Errorf("workload: body must be %s or %s, got %q", BodyRandom, BodyText, c.Body)
 	}
 	return nil
 }
@@ -120,6 +130,8 @@ func ParseCmdline(cmdline string) (Config, error) {
 			c.BytesPerPage, err = strconv.Atoi(val)
 		case KeyHot:
 			c.HotFraction, c.HotWeight, err = parseHot(val)
+		case KeyBody:
+			c.Body = val
 		default:
 			continue
 		}
@@ -168,6 +180,9 @@ func (c Config) CmdlineArgs() []string {
 		args = append(args, KeyHot+"="+
 			strconv.FormatFloat(c.HotFraction, 'g', -1, 64)+":"+
 			strconv.FormatFloat(c.HotWeight, 'g', -1, 64))
+	}
+	if c.Body != "" {
+		args = append(args, KeyBody+"="+c.Body)
 	}
 	return args
 }

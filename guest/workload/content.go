@@ -1,6 +1,11 @@
 package workload
 
-import "encoding/binary"
+import (
+	"bytes"
+	"embed"
+	"encoding/binary"
+	"io/fs"
+)
 
 // PageSize is the workload page size; it matches the x86-64 guest page size,
 // so one workload page is one page QEMU tracks as dirty.
@@ -80,8 +85,37 @@ func writeWindow(page []byte, p uint64, v uint32, b int) {
 	}
 }
 
+// sources are this package's Go files: the text the BodyText pages are cut
+// from, so they compress as source code and page-cached files do.
+//
+//go:embed *.go
+var sources embed.FS
+
+var textCorpus = func() []byte {
+	var b bytes.Buffer
+	names, _ := fs.Glob(sources, "*.go") // sorted
+	for _, n := range names {
+		data, _ := sources.ReadFile(n)
+		b.Write(data)
+	}
+	return b.Bytes()
+}()
+
+const saltText = 0x74657874_626f6479 // "textbody"
+
+// fillText writes page p's BodyText body: a page of the corpus from a
+// page-keyed offset.
+func fillText(dst []byte, p uint64) {
+	off := mix(p^saltText) % uint64(len(textCorpus)-PageSize)
+	copy(dst[:PageSize], textCorpus[off:])
+}
+
 // renderPage writes the full expected content of page p at version v.
-func renderPage(dst []byte, p uint64, v uint32, b int) {
-	fillBody(dst, p)
+func renderPage(dst []byte, p uint64, v uint32, b int, body string) {
+	if body == BodyText {
+		fillText(dst, p)
+	} else {
+		fillBody(dst, p)
+	}
 	writeWindow(dst, p, v, b)
 }

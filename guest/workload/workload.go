@@ -156,7 +156,7 @@ func (w *Workload) populate(ctx context.Context) error {
 		}
 		w.mu.Lock()
 		for p := first; p < min(first+populateChunk, w.pages); p++ {
-			renderPage(w.page(p), uint64(p), 0, w.cfg.BytesPerPage)
+			renderPage(w.page(p), uint64(p), 0, w.cfg.BytesPerPage, w.cfg.Body)
 		}
 		w.mu.Unlock()
 	}
@@ -202,7 +202,7 @@ func (w *Workload) Verify() (VerifyResult, error) {
 	r := VerifyResult{FirstWrong: -1}
 	var want [PageSize]byte
 	for p := range w.pages {
-		renderPage(want[:], uint64(p), w.versions[p], w.cfg.BytesPerPage)
+		renderPage(want[:], uint64(p), w.versions[p], w.cfg.BytesPerPage, w.cfg.Body)
 		r.PagesChecked++
 		if !bytes.Equal(want[:], w.page(p)) {
 			if r.PagesWrong == 0 {

@@ -1,8 +1,11 @@
 package workload
 
 import (
+	"bytes"
+	"compress/flate"
 	"context"
 	"math"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -347,7 +350,7 @@ func BenchmarkFill(b *testing.B) {
 	page := make([]byte, PageSize)
 	b.SetBytes(PageSize)
 	for i := range b.N {
-		renderPage(page, uint64(i), 0, DefaultBytesPerPage)
+		renderPage(page, uint64(i), 0, DefaultBytesPerPage, "")
 	}
 }
 
@@ -379,5 +382,43 @@ func BenchmarkDirty(b *testing.B) {
 	b.ResetTimer()
 	for range b.N {
 		w.dirty(w.pick())
+	}
+}
+
+// Text bodies are Go source, distinct per page, compressible, and verified
+// like random ones.
+func TestTextBody(t *testing.T) {
+	cfg := memdirty(256*PageSize, 8)
+	cfg.Body = BodyText
+	w := populated(t, cfg)
+	for range 1000 {
+		w.dirty(w.pick())
+	}
+	if r := mustVerify(t, w); r.PagesWrong != 0 || r.PagesChecked != 256 {
+		t.Fatalf("%+v", r)
+	}
+	p0, p1 := w.page(0), w.page(1)
+	if string(p0) == string(p1) {
+		t.Error("two pages with the same text body")
+	}
+	var comp bytes.Buffer
+	zw, _ := flate.NewWriter(&comp, flate.BestSpeed)
+	zw.Write(p0)
+	zw.Close()
+	if comp.Len() > PageSize/2 {
+		t.Errorf("a text page deflates to %d bytes; want it compressible", comp.Len())
+	}
+	w.page(3)[100] ^= 1
+	if r := mustVerify(t, w); r.PagesWrong != 1 || r.FirstWrong != 3 {
+		t.Errorf("flipped byte in a text page: %+v", r)
+	}
+	bad := cfg
+	bad.Body = "json"
+	if err := bad.Validate(); err == nil {
+		t.Error("body json accepted")
+	}
+	c, err := ParseCmdline(strings.Join(cfg.CmdlineArgs(), " "))
+	if err != nil || c.Body != BodyText {
+		t.Errorf("cmdline round trip: %+v, %v", c, err)
 	}
 }
