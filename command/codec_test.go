@@ -1,0 +1,58 @@
+package command
+
+import (
+	"flag"
+	"strings"
+	"testing"
+
+	"github.com/urfave/cli/v2"
+)
+
+func codecFrom(t *testing.T, def bool, args ...string) (bool, int64, error) {
+	t.Helper()
+	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	for _, f := range wanFlags() {
+		if err := f.Apply(fs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := fs.Parse(args); err != nil {
+		t.Fatal(err)
+	}
+	c := cli.NewContext(&cli.App{}, fs, nil)
+	c.Command = &cli.Command{Flags: wanFlags()}
+	codec, err := codecFlags(c, def)
+	if err != nil || codec == nil {
+		return false, 0, err
+	}
+	return true, codec.Stats().CacheMaxBytes, nil
+}
+
+func TestCodecFlags(t *testing.T) {
+	for _, tc := range []struct {
+		def     bool
+		args    []string
+		on      bool
+		wantErr string
+	}{
+		{def: true, on: true},
+		{def: false, on: false},
+		{def: false, args: []string{"--codec", "on"}, on: true},
+		{def: true, args: []string{"--codec", "off"}, on: false},
+		{def: true, args: []string{"--codec-cache", "512M"}, on: true},
+		{def: true, args: []string{"--codec", "maybe"}, wantErr: `--codec "maybe": want on or off`},
+		{def: true, args: []string{"--codec-cache", "1"}, wantErr: "want a size of at least 4K"},
+		{def: true, args: []string{"--codec", "off", "--codec-cache", "1G"}, wantErr: "needs the codec"},
+	} {
+		on, _, err := codecFrom(t, tc.def, tc.args...)
+		if tc.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) || exitCode(err) != ExitUsage {
+				t.Errorf("%v: err %v, want usage error %q", tc.args, err, tc.wantErr)
+			}
+			continue
+		}
+		if err != nil || on != tc.on {
+			t.Errorf("%v (default %v): on %v, err %v; want on %v", tc.args, tc.def, on, err, tc.on)
+		}
+	}
+}
