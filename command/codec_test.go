@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/urfave/cli/v2"
+	"go.uber.org/zap"
 )
 
 func codecFrom(t *testing.T, def bool, args ...string) (bool, int64, error) {
@@ -54,5 +55,48 @@ func TestCodecFlags(t *testing.T) {
 		if err != nil || on != tc.on {
 			t.Errorf("%v (default %v): on %v, err %v; want on %v", tc.args, tc.def, on, err, tc.on)
 		}
+	}
+}
+
+// The transport --codec builds: parsing the stream only with the codec on,
+// and through the tunnel even without a link when asked for.
+func TestWANTransportCodec(t *testing.T) {
+	for _, tc := range []struct {
+		args         []string
+		path, parses bool
+	}{
+		{args: nil, path: false},
+		{args: []string{"--wan-bandwidth", "100mbit"}, path: true, parses: true},
+		{args: []string{"--wan-bandwidth", "100mbit", "--codec", "off"}, path: true, parses: false},
+		{args: []string{"--codec", "on"}, path: true, parses: true},
+	} {
+		fs := flag.NewFlagSet("t", flag.ContinueOnError)
+		flags := append(wanFlags(), tunnelFlags()...)
+		for _, f := range flags {
+			if err := f.Apply(fs); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := fs.Parse(tc.args); err != nil {
+			t.Fatal(err)
+		}
+		c := cli.NewContext(&cli.App{}, fs, nil)
+		c.Command = &cli.Command{Flags: flags}
+		tr, _, err := wanTransport(c, &env{log: zap.NewNop()}, t.TempDir())
+		if err != nil {
+			t.Fatalf("%v: %v", tc.args, err)
+		}
+		if (tr != nil) != tc.path {
+			t.Errorf("%v: transport %v, want one: %v", tc.args, tr, tc.path)
+			continue
+		}
+		if tr == nil {
+			continue
+		}
+		p, ok := tr.(interface{ ParsesStream() bool })
+		if !ok || p.ParsesStream() != tc.parses {
+			t.Errorf("%v: parses the stream %v, want %v", tc.args, ok && p.ParsesStream(), tc.parses)
+		}
+		tr.Close()
 	}
 }

@@ -141,7 +141,10 @@ func wanTransport(c *cli.Context, e *env, dir string) (migrate.Transport, string
 	if err != nil {
 		return nil, "", err
 	}
-	cfg := wanpath.Config{Dir: dir, Link: link, Peer: peer, Tunnel: auth, Codec: codec, Log: e.log}
+	cfg := wanpath.Config{Dir: dir, Link: link, Peer: peer, Tunnel: auth, Log: e.log}
+	if codec != nil {
+		cfg.Codec = codec // not a typed nil in the interface
+	}
 	switch {
 	case peer != "" && !given:
 		return nil, "", withCode(ExitUsage, fmt.Errorf("--tunnel-peer needs --psk-file, --tls-ca/--tls-cert/--tls-key or --insecure"))
