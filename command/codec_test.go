@@ -44,6 +44,8 @@ func TestCodecFlags(t *testing.T) {
 		{def: true, args: []string{"--codec", "maybe"}, wantErr: `--codec "maybe": want on or off`},
 		{def: true, args: []string{"--codec-cache", "1"}, wantErr: "want a size of at least 4K"},
 		{def: true, args: []string{"--codec", "off", "--codec-cache", "1G"}, wantErr: "needs the codec"},
+		{def: true, args: []string{"--codec", "off", "--codec-seed", "/tmp/x"}, wantErr: "needs the codec"},
+		{def: true, args: []string{"--codec-seed", "/tmp/x"}, on: true},
 	} {
 		on, _, err := codecFrom(t, tc.def, tc.args...)
 		if tc.wantErr != "" {

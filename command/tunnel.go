@@ -75,6 +75,7 @@ or with certificates from one CA (certs). The protocol: tunnel/PROTOCOL.md.
 					&cli.StringFlag{Name: "listen", Required: true, Usage: "the tunnel's address, HOST:PORT"},
 					&cli.StringFlag{Name: "forward", Required: true, Usage: "the destination QEMU's incoming address: unix:PATH or HOST:PORT"},
 					&cli.StringFlag{Name: "codec-max-cache", Value: "16G", Usage: "the largest page cache a source may ask this end to keep per stream"},
+					&cli.StringFlag{Name: "codec-seed", Usage: "keep the pages of the last stream received in this file and offer them to the next one (a retried or repeated migration sends them as references)"},
 				}, auth()...),
 				Action: func(c *cli.Context) error {
 					e := getEnv(c)
@@ -86,10 +87,12 @@ or with certificates from one CA (certs). The protocol: tunnel/PROTOCOL.md.
 					if err != nil || maxCache < pagecodec.PageSize {
 						return withCode(ExitUsage, fmt.Errorf("--codec-max-cache %q: want a size of at least 4K", c.String("codec-max-cache")))
 					}
+					codec := pagecodec.New(pagecodec.Config{MaxCacheBytes: int64(maxCache), SeedFile: c.String("codec-seed")})
+					defer codec.Close() // waits for the seed file
 					fmt.Fprintf(e.stdout, "tunnel dest: %s -> %s\n", c.String("listen"), c.String("forward"))
 					return tunnel.RunDest(e.ctx, tunnel.DestConfig{
 						Listen:  c.String("listen"),
-						Codecs:  []tunnel.StreamCodec{pagecodec.New(pagecodec.Config{MaxCacheBytes: int64(maxCache)})},
+						Codecs:  []tunnel.StreamCodec{codec},
 						Forward: tunnel.ForwardByName(map[string]string{wanpath.ChannelRAM: c.String("forward")}),
 						Tunnel:  cfg, Logger: e.log,
 					})

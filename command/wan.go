@@ -23,6 +23,7 @@ func wanFlags() []cli.Flag {
 		&cli.StringFlag{Name: "wan-jitter", Usage: "the emulated link's extra one-way delay, uniform in [0, jitter]"},
 		&cli.StringFlag{Name: "codec", Usage: "page codec in the tunnel (deltas, references, lz4): on|off; default on whenever the stream goes through the tunnel, and on alone it routes the stream through one"},
 		&cli.StringFlag{Name: "codec-cache", Usage: "page cache of the codec at each end, e.g. 1G (default: the guest's RAM up to 2G, a quarter of it beyond, 64M..8G)"},
+		&cli.StringFlag{Name: "codec-seed", Usage: "the in-process dest end keeps the pages it received in this file and offers them to the next migration (a remote dest end: vmigrate tunnel dest --codec-seed)"},
 	}
 }
 
@@ -49,6 +50,10 @@ func codecFlags(c *cli.Context, def bool) (*pagecodec.Codec, error) {
 			return nil, withCode(ExitUsage, fmt.Errorf("--codec-cache needs the codec (it is off)"))
 		}
 		cfg.CacheBytes = int64(n)
+	}
+	cfg.SeedFile = c.String("codec-seed")
+	if cfg.SeedFile != "" && !on {
+		return nil, withCode(ExitUsage, fmt.Errorf("--codec-seed needs the codec (it is off)"))
 	}
 	if !on {
 		return nil, nil
@@ -132,14 +137,17 @@ func wanTransport(c *cli.Context, e *env, dir string) (migrate.Transport, string
 	}
 	codecAsked := c.String("codec") == "on"
 	if link == nil && peer == "" && !given && !codecAsked {
-		if c.String("codec") == "" && c.String("codec-cache") != "" {
-			return nil, "", withCode(ExitUsage, fmt.Errorf("--codec-cache: the codec runs in the tunnel; give --codec on or a --wan-* flag"))
+		if c.String("codec") == "" && (c.String("codec-cache") != "" || c.String("codec-seed") != "") {
+			return nil, "", withCode(ExitUsage, fmt.Errorf("--codec-cache/--codec-seed: the codec runs in the tunnel; give --codec on or a --wan-* flag"))
 		}
 		return nil, "", nil
 	}
 	codec, err := codecFlags(c, true)
 	if err != nil {
 		return nil, "", err
+	}
+	if peer != "" && c.String("codec-seed") != "" {
+		return nil, "", withCode(ExitUsage, fmt.Errorf("--codec-seed is kept by the dest end: give it to vmigrate tunnel dest on %s", peer))
 	}
 	cfg := wanpath.Config{Dir: dir, Link: link, Peer: peer, Tunnel: auth, Log: e.log}
 	if codec != nil {

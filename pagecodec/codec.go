@@ -1,6 +1,7 @@
 package pagecodec
 
 import (
+	"bufio"
 	"errors"
 	"io"
 	"runtime"
@@ -10,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vmigrate/vmigrate/migstream"
+	"github.com/vmigrate/vmigrate/tunnel"
 )
 
 // Name is the codec's name on a tunnel channel.
@@ -39,6 +41,9 @@ type Config struct {
 	// MaxCacheBytes bounds the cache an encoder may ask a decoder for
 	// (0 means DefaultMaxCache).
 	MaxCacheBytes int64
+	// SeedFile, on a dest end, keeps the pages of the last stream it
+	// decoded, and offers them to the next stream's encoder (seed.go).
+	SeedFile string
 }
 
 func (c Config) cacheSlots(guest uint64) int32 {
@@ -63,10 +68,12 @@ func (c Config) maxSlots() int64 {
 type Codec struct {
 	cfg Config
 
-	mu   sync.Mutex
-	done Stats              // streams that ended
-	live map[*encoder]Stats // streams running, as of their last flush
-	dcpu time.Duration
+	mu      sync.Mutex
+	done    Stats              // streams that ended
+	live    map[*encoder]Stats // streams running, as of their last flush
+	dcpu    time.Duration
+	seedErr error
+	saves   sync.WaitGroup // seed files being written
 }
 
 // New returns a codec.
@@ -84,15 +91,30 @@ func (c *Codec) Stats() Stats {
 		s.add(l)
 	}
 	s.DecodeCPU = c.dcpu
+	if c.seedErr != nil {
+		s.SeedError = c.seedErr.Error()
+	}
 	s.finish()
 	return s
+}
+
+// Close waits for seed files being written and returns the last error
+// about the seed file.
+func (c *Codec) Close() error {
+	c.saves.Wait()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.seedErr
 }
 
 // Encode reads a QEMU migration stream from src until it ends and writes
 // the encoded stream to dst. An error wrapping a write to dst is an
 // IsWriteError.
-func (c *Codec) Encode(dst io.Writer, src io.Reader) error {
+func (c *Codec) Encode(dst io.Writer, src io.Reader) error { return c.encode(dst, src, nil) }
+
+func (c *Codec) encode(dst io.Writer, src io.Reader, seeds <-chan *seedIndex) error {
 	e := newEncoder(dst, c.cfg)
+	e.seedWait = seeds
 	e.onFlush = func(s Stats) {
 		c.mu.Lock()
 		c.live[e] = s
@@ -112,12 +134,98 @@ func (c *Codec) Encode(dst io.Writer, src io.Reader) error {
 // Decode reads an encoded stream from src until it ends and writes the
 // QEMU stream to dst. A stream that breaks the format is a *CorruptError.
 func (c *Codec) Decode(dst io.Writer, src io.Reader) error {
+	_, err := c.decode(dst, src, nil)
+	return err
+}
+
+func (c *Codec) decode(dst io.Writer, src io.Reader, seeds *seedPages) (*decoder, error) {
 	d := newDecoder(dst, src, c.cfg.maxSlots())
+	d.seeds = seeds
 	var err error
 	cpu := threadCPU(func() { err = d.decode() })
 	c.mu.Lock()
 	c.dcpu += cpu
 	c.mu.Unlock()
+	return d, err
+}
+
+// SourceEnd starts the source end of one tunnel channel: it encodes
+// QEMU's stream towards the peer, and reads the dest end's seed
+// announcement before passing QEMU's return path on.
+func (c *Codec) SourceEnd() tunnel.CodecEnd {
+	return &sourceEnd{c: c, seeds: make(chan *seedIndex, 1)}
+}
+
+type sourceEnd struct {
+	c     *Codec
+	seeds chan *seedIndex // one announcement, or nil
+}
+
+func (s *sourceEnd) ToPeer(dst io.Writer, src io.Reader) error { return s.c.encode(dst, src, s.seeds) }
+
+func (s *sourceEnd) ToLocal(dst io.Writer, src io.Reader) error {
+	br := bufio.NewReader(src)
+	idx, err := readAnnouncement(br)
+	s.seeds <- idx
+	if err != nil {
+		return err
+	}
+	_, err = io.Copy(dst, br)
+	return err
+}
+
+// DestEnd starts the dest end of one tunnel channel: it announces its
+// seeds, passes QEMU's return path on, and decodes the stream towards
+// QEMU; when the stream ends it keeps its pages as the next seeds.
+func (c *Codec) DestEnd() tunnel.CodecEnd { return &destEnd{c: c} }
+
+type destEnd struct {
+	c     *Codec
+	once  sync.Once
+	seeds *seedPages
+}
+
+// load reads the seed file once per channel; an unusable file is no seeds
+// (and reported in the statistics), never a failed migration.
+func (d *destEnd) load() *seedPages {
+	d.once.Do(func() {
+		d.seeds = &seedPages{}
+		if d.c.cfg.SeedFile == "" {
+			return
+		}
+		sp, err := loadSeeds(d.c.cfg.SeedFile, d.c.cfg.maxSlots())
+		if err != nil {
+			d.c.mu.Lock()
+			d.c.seedErr = err
+			d.c.mu.Unlock()
+			return
+		}
+		d.seeds = sp
+	})
+	return d.seeds
+}
+
+func (d *destEnd) ToPeer(dst io.Writer, src io.Reader) error {
+	if _, err := dst.Write(appendAnnouncement(nil, d.load())); err != nil {
+		return writeErr(err)
+	}
+	_, err := io.Copy(dst, src)
+	return err
+}
+
+func (d *destEnd) ToLocal(dst io.Writer, src io.Reader) error {
+	dec, err := d.c.decode(dst, src, d.load())
+	if path := d.c.cfg.SeedFile; path != "" && dec.st != nil {
+		d.c.saves.Add(1)
+		go func() { // ends when the file is written; Close waits for it
+			defer d.c.saves.Done()
+			if err := saveSeeds(path, dec.st); err != nil {
+				d.c.mu.Lock()
+				d.c.seedErr = err
+				d.c.mu.Unlock()
+			}
+		}()
+	}
 	return err
 }
 

@@ -234,6 +234,7 @@ func TestDecoderRejectsCorruptStreams(t *testing.T) {
 		{"delta without base", "no earlier version", append(bytes.Clone(hdr), 2, 8, 0x12, 1, 'a', 0, 2, 0, 1)},
 		{"delta out of bounds", "malformed page delta", cat(hdr, []byte{2, 8, 0x14, 1, 'a', 0}, make([]byte, ps), []byte{0x92, 0, 3, 0xff, 0x1f, 1})},
 		{"bad lz4", "lz4 block does not give one page", append(bytes.Clone(hdr), 2, 8, 0x13, 1, 'a', 0, 3, 1, 2, 3)},
+		{"seed not announced", "seed 0 of 0 announced", append(bytes.Clone(hdr), 2, 8, 0x15, 1, 'a', 0, 0)},
 		{"truncated raw page", "truncated", append(bytes.Clone(hdr), 2, 8, 0x14, 1, 'a', 0, 1, 2)},
 		{"truncated real stream", "truncated", enc[:len(enc)/2+1]},
 	} {

@@ -51,6 +51,7 @@ type decoder struct {
 	hdr      []byte
 	hasher   *blake3.Hasher
 	pages    int64
+	seeds    *seedPages // the dest end's seeds, nil for none
 }
 
 func newDecoder(w io.Writer, r io.Reader, maxSlots int64) *decoder {
@@ -170,7 +171,7 @@ func (d *decoder) op(op byte) error {
 	cont := op&opContinue != 0
 	kind := op &^ opContinue
 	switch kind {
-	case opZeroRun, opForget, opPageZero, opPageRef, opPageDelta, opPageLZ4, opPageRaw:
+	case opZeroRun, opForget, opPageZero, opPageRef, opPageDelta, opPageLZ4, opPageRaw, opPageSeed:
 	default:
 		return d.corrupt("unknown operation 0x%02x", op)
 	}
@@ -236,6 +237,21 @@ func (d *decoder) op(op byte) error {
 		d.st.touch(t)
 		dst := d.st.page(d.st.slotFor(k))
 		copy(dst, src)
+		return d.writePage(page, cont, name, dst)
+	case opPageSeed:
+		var n uint64
+		if d.seeds != nil {
+			n = uint64(len(d.seeds.pages))
+		}
+		s, err := d.uvarint(^uint64(0), "seed slot")
+		if err != nil {
+			return err
+		}
+		if s >= n {
+			return d.corrupt("seed %d of %d announced", s, n)
+		}
+		dst := d.st.page(d.st.slotFor(k))
+		copy(dst, d.seeds.pages[s])
 		return d.writePage(page, cont, name, dst)
 	case opPageDelta:
 		n, err := d.uvarint(pageSize*2, "delta length")

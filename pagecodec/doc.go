@@ -14,6 +14,8 @@
 //   - ref: a reference to a slot of the page cache holding the same bytes,
 //     checked by the first 8 bytes of the page's BLAKE3 digest;
 //   - lz4: the page compressed as an LZ4 block;
+//   - seed: a page the dest end held before the stream began and announced
+//     when the channel opened (seed.go);
 //   - raw: the page itself.
 //
 // Both ends keep the same page cache (store.go): the version of each page
@@ -38,6 +40,7 @@
 //	0x12 page-delta addr, uvarint n (<= 4096), n bytes of delta
 //	0x13 page-lz4   addr, uvarint n (<= LZ4 bound of 4096), n bytes
 //	0x14 page-raw   addr, 4096 bytes
+//	0x15 page-seed  addr, uvarint n: page n of the dest end's seeds (seed.go)
 //
 // where addr says which page: bit 0x80 of the opcode is QEMU's CONTINUE
 // flag; without it a u8 length and the RAM block's idstr follow; then a

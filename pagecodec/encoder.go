@@ -29,6 +29,7 @@ const (
 	opPageDelta = 0x12
 	opPageLZ4   = 0x13
 	opPageRaw   = 0x14
+	opPageSeed  = 0x15
 	opContinue  = 0x80
 
 	maxLiteral = 1 << 20
@@ -76,6 +77,11 @@ type encoder struct {
 	run     zeroRun
 	stats   Stats
 	onFlush func(Stats)
+
+	// seedWait delivers the dest end's announcement (nil for none), which
+	// the encoder waits for before its first page; seeds is what came.
+	seedWait <-chan *seedIndex
+	seeds    *seedIndex
 }
 
 // zeroRun is a run of ZERO records not yet sent.
@@ -187,6 +193,12 @@ func (e *encoder) configure(total uint64) error {
 	if e.st != nil {
 		return nil
 	}
+	if e.seedWait != nil {
+		e.seeds = <-e.seedWait
+		if e.seeds != nil {
+			e.stats.SeedPages = int64(len(e.seeds.sums))
+		}
+	}
 	slots := e.cfg.cacheSlots(total)
 	e.st = newStore(slots)
 	e.st.changed = e.unindex
@@ -274,6 +286,14 @@ func (e *encoder) page(rec *migstream.Record) error {
 		e.op = append(e.op, e.digest(data)...)
 		e.store(k, data, sum)
 		return e.sent(&e.stats.Pages.Ref, e.op)
+	}
+	if e.seeds != nil {
+		if t, ok := e.seeds.byCRC[sum]; ok && sum16(e.hasher, data) == e.seeds.sums[t] {
+			e.op[0] = opPageSeed | e.op[0]&opContinue
+			e.op = binary.AppendUvarint(e.op, uint64(t))
+			e.store(k, data, sum)
+			return e.sent(&e.stats.Pages.Seed, e.op)
+		}
 	}
 	n := e.comp.compress(e.lz, data, pageSize-1)
 	switch {

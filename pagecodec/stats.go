@@ -18,6 +18,8 @@ type Encodings struct {
 	Delta Count `json:"delta"`
 	LZ4   Count `json:"lz4"`
 	Raw   Count `json:"raw"`
+	// Seed pages were found among the pages the dest end announced.
+	Seed Count `json:"seed"`
 }
 
 func (e *Encodings) add(b Encodings) {
@@ -26,6 +28,7 @@ func (e *Encodings) add(b Encodings) {
 	e.Delta.add(b.Delta)
 	e.LZ4.add(b.LZ4)
 	e.Raw.add(b.Raw)
+	e.Seed.add(b.Seed)
 }
 
 // Stats describe what the encoder did to the streams it carried.
@@ -55,6 +58,10 @@ type Stats struct {
 	CacheMaxBytes  int64 `json:"cache_max_bytes"`
 	CacheBytes     int64 `json:"cache_bytes"`
 	CacheEvictions int64 `json:"cache_evictions"`
+	// SeedPages is how many pages the dest end announced; SeedError why
+	// the dest end could not use its seed file, if it could not.
+	SeedPages int64  `json:"seed_pages"`
+	SeedError string `json:"seed_error,omitempty"`
 }
 
 func (s *Stats) add(b Stats) {
@@ -72,6 +79,7 @@ func (s *Stats) add(b Stats) {
 	s.CacheMaxBytes += b.CacheMaxBytes
 	s.CacheBytes += b.CacheBytes
 	s.CacheEvictions += b.CacheEvictions
+	s.SeedPages += b.SeedPages
 }
 
 func (s *Stats) finish() {

@@ -19,6 +19,19 @@ type xorCodec struct{ name string }
 
 func (x xorCodec) Name() string { return x.name }
 
+func (x xorCodec) SourceEnd() CodecEnd { return ends{x.Encode, plainCopy} }
+func (x xorCodec) DestEnd() CodecEnd   { return ends{plainCopy, x.Decode} }
+
+type ends struct{ toPeer, toLocal func(dst io.Writer, src io.Reader) error }
+
+func (e ends) ToPeer(dst io.Writer, src io.Reader) error  { return e.toPeer(dst, src) }
+func (e ends) ToLocal(dst io.Writer, src io.Reader) error { return e.toLocal(dst, src) }
+
+func plainCopy(dst io.Writer, src io.Reader) error {
+	_, rerr, werr := copyBuf(dst, src)
+	return errors.Join(rerr, werr)
+}
+
 func (x xorCodec) Encode(dst io.Writer, src io.Reader) error {
 	buf := make([]byte, 4096)
 	for {

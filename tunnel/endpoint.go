@@ -40,16 +40,24 @@ type Port struct {
 	Codec StreamCodec
 }
 
-// StreamCodec rewrites a channel's local-to-peer direction: Encode on the
-// source end, Decode on the dest end, so that the far side's local
-// connection receives exactly what the near side's sent. The other
-// direction (QEMU's return path) passes unchanged.
+// StreamCodec rewrites a channel's traffic at both ends so that each end's
+// local connection receives exactly what the other end's local connection
+// sent, while the channel carries something else (a smaller encoding, and
+// whatever the two ends tell each other). Every channel gets its own pair
+// of ends.
 type StreamCodec interface {
 	Name() string
-	// Encode reads src to its end and writes the encoded form to dst.
-	Encode(dst io.Writer, src io.Reader) error
-	// Decode reads an encoded src to its end and writes the original to dst.
-	Decode(dst io.Writer, src io.Reader) error
+	// SourceEnd and DestEnd start the two ends of one channel.
+	SourceEnd() CodecEnd
+	DestEnd() CodecEnd
+}
+
+// CodecEnd is one end of a codec on one channel. ToPeer carries the local
+// connection's bytes into the channel, ToLocal the channel's bytes to the
+// local connection; each runs until its src ends.
+type CodecEnd interface {
+	ToPeer(dst io.Writer, src io.Reader) error
+	ToLocal(dst io.Writer, src io.Reader) error
 }
 
 // codecSep separates a channel's name from its codec's.
@@ -179,10 +187,10 @@ func (a *SessionStats) add(b SessionStats) {
 }
 
 // relayChannel relays between local and ch, then records how it ended.
-func (e *endpoint) relayChannel(local net.Conn, ch *Channel, codec StreamCodec, encode bool) {
+func (e *endpoint) relayChannel(local net.Conn, ch *Channel, end CodecEnd) {
 	r := e.track(ch)
 	start := time.Now()
-	err := relay(local, ch, codec, encode)
+	err := relay(local, ch, end)
 	e.mu.Lock()
 	r.done, r.err = true, err
 	e.mu.Unlock()
@@ -199,17 +207,13 @@ func (e *endpoint) relayChannel(local net.Conn, ch *Channel, codec StreamCodec, 
 // without touching the other direction, which may still finish: a channel
 // the peer reset after its CLOSE still reads to its end.
 //
-// With a codec, local → ch is encoded (encode) or ch → local decoded; a
-// stream the codec refuses counts as a failed read.
-func relay(local net.Conn, ch *Channel, codec StreamCodec, encode bool) error {
+// With a codec end, both directions go through it; a stream the codec
+// refuses counts as a failed read.
+func relay(local net.Conn, ch *Channel, end CodecEnd) error {
 	errc := make(chan error, 2)
 	toPeer, toLocal := copyBuf, copyBuf
-	if codec != nil {
-		if encode {
-			toPeer = codecCopy(codec.Encode)
-		} else {
-			toLocal = codecCopy(codec.Decode)
-		}
+	if end != nil {
+		toPeer, toLocal = codecCopy(end.ToPeer), codecCopy(end.ToLocal)
 	}
 	go func() { // local → ch; exits when local's read or ch's write ends
 		_, rerr, werr := toPeer(ch, local)
@@ -230,8 +234,8 @@ func relay(local net.Conn, ch *Channel, codec StreamCodec, encode bool) error {
 				werr = cw.CloseWrite()
 			}
 		case rerr != nil:
-			if codec != nil {
-				ch.Reset(ResetInternal, rerr.Error()) // tell the source why
+			if end != nil {
+				ch.Reset(ResetInternal, rerr.Error()) // tell the peer why
 			}
 			abort(local)
 		default:
@@ -460,7 +464,11 @@ func (s *Source) acceptLoop(ctx context.Context, ln net.Listener, name string, c
 				abort(local)
 				return
 			}
-			s.relayChannel(local, ch, codec, true)
+			var end CodecEnd
+			if codec != nil {
+				end = codec.SourceEnd()
+			}
+			s.relayChannel(local, ch, end)
 		}()
 	}
 }
@@ -616,7 +624,11 @@ func (d *Dest) serve(conn net.Conn) {
 				ch.Close()
 				return
 			}
-			d.relayChannel(local, ch, codec, false)
+			var end CodecEnd
+			if codec != nil {
+				end = codec.DestEnd()
+			}
+			d.relayChannel(local, ch, end)
 		}()
 	}
 	sess.Close()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -105,8 +106,17 @@ type breakingCodec struct {
 	after int64
 }
 
-func (b breakingCodec) Encode(dst io.Writer, src io.Reader) error {
-	return b.Codec.Encode(&breaker{w: dst, after: b.after}, src)
+func (b breakingCodec) SourceEnd() tunnel.CodecEnd {
+	return breakingEnd{b.Codec.SourceEnd(), b.after}
+}
+
+type breakingEnd struct {
+	tunnel.CodecEnd
+	after int64
+}
+
+func (e breakingEnd) ToPeer(dst io.Writer, src io.Reader) error {
+	return e.CodecEnd.ToPeer(&breaker{w: dst, after: e.after}, src)
 }
 
 type breaker struct {
@@ -146,4 +156,38 @@ func TestCorruptCodecStreamAborts(t *testing.T) {
 		t.Fatalf("source %s", s)
 	}
 	intact(t, l)
+}
+
+// A dest end keeps the pages of a migration; a second guest booted from
+// the same image, migrated to the same dest end, finds the pages the two
+// share there (its kernel, its programs, untouched memory) and sends them
+// as seed references.
+func TestSeedsAcrossMigrations(t *testing.T) {
+	seed := filepath.Join(t.TempDir(), "seed")
+	var runs []*pagecodec.Stats
+	for range 2 {
+		l := busyLab(t)
+		src, dst := labtest.QMP(t, l)
+		codec := pagecodec.New(pagecodec.Config{SeedFile: seed})
+		path := codecPath(t, l.Dir, nil, codec)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		_, err := migrate.Run(ctx, migrate.Options{Src: src, Dst: dst, IncomingURI: l.IncomingURI, Transport: path, Log: zaptest.NewLogger(t)})
+		cancel()
+		if err != nil {
+			t.Fatalf("run: %v", err)
+		}
+		intact(t, l)
+		if err := codec.Close(); err != nil {
+			t.Fatal(err)
+		}
+		st := codec.Stats()
+		t.Logf("stream %d, encoded %d; %d seeds announced; pages %+v", st.StreamBytes, st.EncodedBytes, st.SeedPages, st.Pages)
+		runs = append(runs, &st)
+	}
+	if runs[0].SeedPages != 0 || runs[1].SeedPages == 0 {
+		t.Errorf("seeds announced: %d then %d", runs[0].SeedPages, runs[1].SeedPages)
+	}
+	if runs[1].Pages.Seed.Pages < runs[1].Pages.LZ4.Pages {
+		t.Errorf("second migration: %d seed pages, %d still compressed", runs[1].Pages.Seed.Pages, runs[1].Pages.LZ4.Pages)
+	}
 }

@@ -240,6 +240,9 @@ func (p *Path) Close() error {
 		}
 		if p.dest != nil {
 			p.dest.Close()
+			if c, ok := p.cfg.Codec.(interface{ Close() error }); ok {
+				c.Close() // its seed file written; a failure shows in its Stats
+			}
 		}
 		if p.cancel != nil {
 			p.cancel()
