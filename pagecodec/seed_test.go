@@ -25,7 +25,11 @@ func channel(t *testing.T, src, dst *pagecodec.Codec, stream []byte) ([]byte, er
 	var wg sync.WaitGroup
 	errs := make([]error, 4)
 	wg.Add(4)
-	go func() { defer wg.Done(); errs[0] = se.ToPeer(encW, bytes.NewReader(stream)); encW.CloseWithError(errs[0]) }()
+	go func() {
+		defer wg.Done()
+		errs[0] = se.ToPeer(encW, bytes.NewReader(stream))
+		encW.CloseWithError(errs[0])
+	}()
 	go func() { defer wg.Done(); errs[1] = de.ToLocal(&out, encR); encR.CloseWithError(errs[1]) }()
 	go func() { defer wg.Done(); errs[2] = de.ToPeer(retW, bytes.NewReader(nil)); retW.CloseWithError(errs[2]) }()
 	go func() { defer wg.Done(); errs[3] = se.ToLocal(io.Discard, retR); retR.CloseWithError(errs[3]) }()

@@ -22,7 +22,9 @@ func (x xorCodec) Name() string { return x.name }
 func (x xorCodec) SourceEnd() CodecEnd { return ends{x.Encode, plainCopy} }
 func (x xorCodec) DestEnd() CodecEnd   { return ends{plainCopy, x.Decode} }
 
-type ends struct{ toPeer, toLocal func(dst io.Writer, src io.Reader) error }
+type ends struct {
+	toPeer, toLocal func(dst io.Writer, src io.Reader) error
+}
 
 func (e ends) ToPeer(dst io.Writer, src io.Reader) error  { return e.toPeer(dst, src) }
 func (e ends) ToLocal(dst io.Writer, src io.Reader) error { return e.toLocal(dst, src) }
