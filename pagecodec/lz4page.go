@@ -82,14 +82,7 @@ func (c *pageCompressor) compress(dst, src []byte, limit int) int {
 			return 0
 		}
 		tok := out
-		out++
-		if lit >= 15 {
-			dst[tok] = 15 << 4
-			out = putLen(dst, out, lit-15)
-		} else {
-			dst[tok] = byte(lit << 4)
-		}
-		out += copy(dst[out:], src[anchor:i])
+		out = putLiterals(dst, out, src[anchor:i])
 		binary.LittleEndian.PutUint16(dst[out:], uint16(i-cand))
 		out += 2
 		if ml >= 15 {
@@ -109,16 +102,21 @@ func (c *pageCompressor) compress(dst, src []byte, limit int) int {
 	if out+1+lit/255+1+lit > limit {
 		return 0
 	}
+	return putLiterals(dst, out, src[anchor:])
+}
+
+// putLiterals writes a sequence's token (its literal length; the caller
+// adds the match length) and its literals at dst[out:].
+func putLiterals(dst []byte, out int, lit []byte) int {
 	tok := out
 	out++
-	if lit >= 15 {
+	if len(lit) >= 15 {
 		dst[tok] = 15 << 4
-		out = putLen(dst, out, lit-15)
+		out = putLen(dst, out, len(lit)-15)
 	} else {
-		dst[tok] = byte(lit << 4)
+		dst[tok] = byte(len(lit) << 4)
 	}
-	out += copy(dst[out:], src[anchor:])
-	return out
+	return out + copy(dst[out:], lit)
 }
 
 // putLen writes an LZ4 length continuation: 255s, then the rest.

@@ -1,48 +1,17 @@
 package pagecodec_test
 
 import (
-	"compress/bzip2"
-	"compress/gzip"
-	"github.com/vmigrate/vmigrate/pagecodec"
-	"io"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/vmigrate/vmigrate/migstream/migstreamtest"
+	"github.com/vmigrate/vmigrate/pagecodec"
 )
 
-// recordedStreams loads the streams recorded from real QEMU migrations in
-// ../migstream/testdata (its README says how they were recorded).
+// recordedStreams are the streams recorded from real QEMU migrations in
+// ../migstream/testdata.
 func recordedStreams(tb testing.TB) map[string][]byte {
-	tb.Helper()
-	out := make(map[string][]byte)
-	files, _ := filepath.Glob("../migstream/testdata/*.src.*")
-	for _, f := range files {
-		fh, err := os.Open(f)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		var r io.Reader
-		switch filepath.Ext(f) {
-		case ".gz":
-			if r, err = gzip.NewReader(fh); err != nil {
-				tb.Fatalf("%s: %v", f, err)
-			}
-		case ".bz2":
-			r = bzip2.NewReader(fh)
-		default:
-			fh.Close()
-			continue
-		}
-		data, err := io.ReadAll(r)
-		fh.Close()
-		if err != nil {
-			tb.Fatalf("%s: %v", f, err)
-		}
-		name, _, _ := strings.Cut(filepath.Base(f), ".")
-		out[name] = data
-	}
-	return out
+	return migstreamtest.Recorded(tb, "../migstream/testdata")
 }
 
 // recordedSeeds are the first 256 KiB of each recorded stream.

@@ -1,0 +1,46 @@
+package migstreamtest
+
+import (
+	"compress/bzip2"
+	"compress/gzip"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// Recorded loads the migration streams recorded from real QEMU in dir
+// (migstream/testdata; its README says how they were recorded), by name:
+// every NAME.src.bz2 or NAME.src.gz, decompressed.
+func Recorded(tb testing.TB, dir string) map[string][]byte {
+	tb.Helper()
+	out := make(map[string][]byte)
+	files, _ := filepath.Glob(filepath.Join(dir, "*.src.*"))
+	for _, f := range files {
+		fh, err := os.Open(f)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		var r io.Reader
+		switch filepath.Ext(f) {
+		case ".gz":
+			if r, err = gzip.NewReader(fh); err != nil {
+				tb.Fatalf("%s: %v", f, err)
+			}
+		case ".bz2":
+			r = bzip2.NewReader(fh)
+		default:
+			fh.Close()
+			continue
+		}
+		data, err := io.ReadAll(r)
+		fh.Close()
+		if err != nil {
+			tb.Fatalf("%s: %v", f, err)
+		}
+		name, _, _ := strings.Cut(filepath.Base(f), ".")
+		out[name] = data
+	}
+	return out
+}
