@@ -279,21 +279,19 @@ func (d *decoder) op(op byte) error {
 		if _, err := io.ReadFull(d.in, src); err != nil {
 			return d.readErr(err)
 		}
-		var buf [pageSize]byte
-		m, err := lz4.UncompressBlock(src, buf[:])
+		// Straight into the page's slot: if the block is bad the stream
+		// ends here, and the caches with it.
+		dst := d.st.page(d.st.slotFor(k))
+		m, err := lz4.UncompressBlock(src, dst)
 		if err != nil || m != pageSize {
 			return d.corrupt("page %d: lz4 block does not give one page", page)
 		}
-		dst := d.st.page(d.st.slotFor(k))
-		copy(dst, buf[:])
 		return d.writePage(page, cont, name, dst)
 	default: // opPageRaw
-		var buf [pageSize]byte
-		if _, err := io.ReadFull(d.in, buf[:]); err != nil {
+		dst := d.st.page(d.st.slotFor(k))
+		if _, err := io.ReadFull(d.in, dst); err != nil {
 			return d.readErr(err)
 		}
-		dst := d.st.page(d.st.slotFor(k))
-		copy(dst, buf[:])
 		return d.writePage(page, cont, name, dst)
 	}
 }
