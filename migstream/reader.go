@@ -407,6 +407,9 @@ func (r *Reader) top() (*Record, error) {
 func (r *Reader) ram() (*Record, error) {
 	b, rec, err := r.need(8)
 	if b == nil {
+		if r.Strict && errors.Is(err, io.EOF) {
+			err = io.ErrUnexpectedEOF // a RAM section ends with EOS
+		}
 		return rec, err
 	}
 	word := binary.BigEndian.Uint64(b)

@@ -57,7 +57,7 @@ func (c Config) cacheSlots(guest uint64) int32 {
 
 func (c Config) maxSlots() int64 {
 	if c.MaxCacheBytes > 0 {
-		return max(c.MaxCacheBytes/pageSize, 1)
+		return min(max(c.MaxCacheBytes/pageSize, 1), 1<<31-1)
 	}
 	return DefaultMaxCache / pageSize
 }
@@ -219,7 +219,7 @@ func (d *destEnd) ToLocal(dst io.Writer, src io.Reader) error {
 		d.c.saves.Add(1)
 		go func() { // ends when the file is written; Close waits for it
 			defer d.c.saves.Done()
-			if err := saveSeeds(path, dec.st); err != nil {
+			if err := saveSeeds(path, dec.st, d.seeds); err != nil {
 				d.c.mu.Lock()
 				d.c.seedErr = err
 				d.c.mu.Unlock()

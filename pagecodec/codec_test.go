@@ -267,3 +267,21 @@ type errWriter struct{ err error }
 func (w errWriter) Write([]byte) (int, error) { return 0, w.err }
 
 func cat(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
+
+// Runs of QEMU's ZERO records leave in stream order with the framing
+// around them: a run does not reach across a section boundary, nor wait
+// behind a flush of literal bytes that came after it.
+func TestZeroRunsKeepStreamOrder(t *testing.T) {
+	across := migstreamtest.NewBuilder().Start(migstreamtest.Blocks(64)...).
+		Part().Zero("pc.ram", 5).EOS().
+		Part().Zero("pc.ram", 6).Zero("pc.ram", 7).EOS().
+		End().Zero("pc.ram", 8).EOS().DeviceState(10).Bytes()
+	roundTrip(t, across, pagecodec.Config{})
+
+	b := migstreamtest.NewBuilder().Start(migstreamtest.Blocks(64)...).Part().Zero("pc.ram", 1).Zero("pc.ram", 2).EOS()
+	for range 8000 { // more than one literal flush of framing
+		b.Command(migstream.CmdPing, []byte{0, 0, 0, 1})
+	}
+	b.Part().Zero("pc.ram", 3).EOS()
+	roundTrip(t, b.DeviceState(10).Bytes(), pagecodec.Config{})
+}

@@ -184,7 +184,7 @@ func (d *decoder) op(op byte) error {
 	}
 	switch kind {
 	case opZeroRun:
-		n, err := d.uvarint(maxPage, "zero run")
+		n, err := d.uvarint(maxZeroRun-1, "zero run")
 		if err != nil {
 			return err
 		}

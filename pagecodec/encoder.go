@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"time"
 
 	"github.com/pierrec/lz4/v4"
 	"github.com/zeebo/blake3"
@@ -33,6 +34,7 @@ const (
 	opContinue  = 0x80
 
 	maxLiteral = 1 << 20
+	maxZeroRun = 1 << 24 // records in one zero-run
 	refSumLen  = 8
 	pageSize   = migstream.PageSize
 
@@ -172,20 +174,31 @@ func (e *encoder) record(rec *migstream.Record, r *migstream.Reader) error {
 		}
 		return nil
 	case migstream.KindMemSize:
-		e.appendLiteral(rec)
+		if err := e.appendLiteral(rec); err != nil {
+			return err
+		}
 		return e.configure(rec.Addr)
 	}
-	e.appendLiteral(rec)
+	if err := e.appendLiteral(rec); err != nil {
+		return err
+	}
 	if len(e.lit) >= litFlush {
 		return e.flushLiteral()
 	}
 	return nil
 }
 
-func (e *encoder) appendLiteral(rec *migstream.Record) {
+// appendLiteral queues rec's bytes as a literal. A pending run of ZERO
+// records came before rec, so it goes out first: literals and runs must
+// leave in stream order.
+func (e *encoder) appendLiteral(rec *migstream.Record) error {
+	if err := e.flushRun(); err != nil {
+		return err
+	}
 	n := len(e.lit)
 	e.lit = migstream.AppendRecord(e.lit, rec)
 	e.stats.LiteralBytes += int64(len(e.lit) - n)
+	return nil
 }
 
 // configure sizes the cache from the guest's RAM and tells the decoder.
@@ -194,7 +207,12 @@ func (e *encoder) configure(total uint64) error {
 		return nil
 	}
 	if e.seedWait != nil {
-		e.seeds = <-e.seedWait
+		t := time.NewTimer(announceWait)
+		select {
+		case e.seeds = <-e.seedWait:
+		case <-t.C: // go on without seeds; ToLocal still reads it
+		}
+		t.Stop()
 		if e.seeds != nil {
 			e.stats.SeedPages = int64(len(e.seeds.sums))
 		}
@@ -355,7 +373,7 @@ func (e *encoder) sent(c *Count, op []byte) error {
 // zero adds a ZERO record to the current run or starts one.
 func (e *encoder) zero(rec *migstream.Record) error {
 	r := &e.run
-	if r.n > 0 && rec.Continue() && rec.Page() == r.page+r.n {
+	if r.n > 0 && r.n < maxZeroRun && rec.Continue() && rec.Page() == r.page+r.n {
 		r.n++
 		e.stats.ZeroRecords.Pages++
 		return nil
@@ -418,8 +436,7 @@ func (e *encoder) forget(rec *migstream.Record) error {
 	if err := e.emit(op); err != nil {
 		return err
 	}
-	e.appendLiteral(rec)
-	return nil
+	return e.appendLiteral(rec)
 }
 
 func (e *encoder) literal(p []byte) error {

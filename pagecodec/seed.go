@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/zeebo/blake3"
 )
@@ -29,9 +30,13 @@ const (
 	announceMagic = "VMPA"
 	seedMagic     = "VMPS"
 	seedSumLen    = 16
-	// maxAnnounce bounds an announcement the encoder accepts: 64 GiB of
-	// pages.
+	// maxAnnounce bounds an announcement: 64 GiB of pages. A dest end
+	// with more seeds announces the first maxAnnounce.
 	maxAnnounce = 1 << 24
+	// announceWait is how long an encoder waits for the announcement
+	// before it goes on without seeds (a dest end still reading a large
+	// seed file).
+	announceWait = 30 * time.Second
 )
 
 // seedIndex is the encoder's view of an announcement.
@@ -88,28 +93,37 @@ func loadSeeds(path string, maxPages int64) (*seedPages, error) {
 	return sp, nil
 }
 
-// saveSeeds writes the pages of a decoder's cache as the seed file, through
+// saveSeeds writes the pages of a decoder's cache as the seed file, then
+// as many of the old seeds as the cache's capacity leaves room for (a
+// retry that fails early keeps what the attempt before it left), through
 // a temporary file so a reader never sees half of one.
-func saveSeeds(path string, st *store) error {
+func saveSeeds(path string, st *store, old *seedPages) error {
 	tmp, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".*")
 	if err != nil {
 		return fmt.Errorf("seed file: %w", err)
 	}
 	defer os.Remove(tmp.Name())
 	w := bufio.NewWriterSize(tmp, 1<<20)
-	var n uint32
+	var n int64
 	for s := int32(0); s < st.next; s++ {
 		if st.state[s] != 0 {
 			n++
 		}
 	}
+	keep := 0
+	if old != nil {
+		keep = int(min(int64(len(old.pages)), max(int64(st.capacity)-n, 0)))
+	}
 	w.WriteString(seedMagic)
 	w.WriteByte(version)
-	binary.Write(w, binary.BigEndian, n)
+	binary.Write(w, binary.BigEndian, uint32(n)+uint32(keep))
 	for s := int32(0); s < st.next; s++ {
 		if st.state[s] != 0 {
 			w.Write(st.page(s))
 		}
+	}
+	for _, p := range old.pagesUpTo(keep) {
+		w.Write(p)
 	}
 	if err := w.Flush(); err != nil {
 		tmp.Close()
@@ -121,12 +135,20 @@ func saveSeeds(path string, st *store) error {
 	return os.Rename(tmp.Name(), path)
 }
 
+func (sp *seedPages) pagesUpTo(n int) [][]byte {
+	if sp == nil {
+		return nil
+	}
+	return sp.pages[:n]
+}
+
 // appendAnnouncement appends the announcement of sp.
 func appendAnnouncement(b []byte, sp *seedPages) []byte {
 	b = append(b, announceMagic...)
 	b = append(b, version)
-	b = binary.AppendUvarint(b, uint64(len(sp.pages)))
-	for i := range sp.pages {
+	n := min(len(sp.pages), maxAnnounce)
+	b = binary.AppendUvarint(b, uint64(n))
+	for i := range n {
 		b = binary.BigEndian.AppendUint32(b, sp.crcs[i])
 		b = append(b, sp.sums[i][:]...)
 	}
@@ -146,7 +168,7 @@ func readAnnouncement(r *bufio.Reader) (*seedIndex, error) {
 	if err != nil || n > maxAnnounce {
 		return nil, &CorruptError{Reason: fmt.Sprintf("seed announcement of %d pages (%v)", n, err)}
 	}
-	idx := &seedIndex{byCRC: make(map[uint32]int32, n), sums: make([][seedSumLen]byte, 0, min(n, 1<<16))}
+	idx := &seedIndex{byCRC: make(map[uint32]int32, min(n, 1<<16)), sums: make([][seedSumLen]byte, 0, min(n, 1<<16))}
 	var e [4 + seedSumLen]byte
 	for i := range n {
 		if _, err := io.ReadFull(r, e[:]); err != nil {
