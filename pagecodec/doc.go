@@ -31,13 +31,13 @@
 //
 //	0x01 literal    uvarint n (<= 1 MiB), n stream bytes, written as they are
 //	0x02 cache      uvarint slots: the cache size, once, before any page
-//	0x03 zero-run   addr, uvarint count-1: that many ZERO records (fill 0)
+//	0x03 zero-run   addr, uvarint count-1 (< 2^24): that many ZERO records (fill 0)
 //	                for consecutive pages, all but the first CONTINUE
 //	0x04 forget     addr: the page changed in a way the cache does not
 //	                follow (the literal after it carries QEMU's record)
 //	0x10 page-zero  addr
 //	0x11 page-ref   addr, uvarint slot, 8 bytes of BLAKE3(page)
-//	0x12 page-delta addr, uvarint n (<= 4096), n bytes of delta
+//	0x12 page-delta addr, uvarint n (<= 8192), n bytes of delta
 //	0x13 page-lz4   addr, uvarint n (<= LZ4 bound of 4096), n bytes
 //	0x14 page-raw   addr, 4096 bytes
 //	0x15 page-seed  addr, uvarint n: page n of the dest end's seeds (seed.go)
