@@ -17,7 +17,7 @@ func FuzzReader(f *testing.F) {
 	f.Add(in)
 	f.Add(in[:200])
 	for _, s := range recordedStreams(f) {
-		f.Add(s[:min(len(s), 64<<10)])
+		f.Add(s[:min(len(s), 16<<10)])
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		r := migstream.NewReader(bytes.NewReader(data))
