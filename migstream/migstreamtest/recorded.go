@@ -7,14 +7,26 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 )
 
+var recorded struct {
+	sync.Mutex
+	byDir map[string]map[string][]byte
+}
+
 // Recorded loads the migration streams recorded from real QEMU in dir
 // (migstream/testdata; its README says how they were recorded), by name:
-// every NAME.src.bz2 or NAME.src.gz, decompressed.
+// every NAME.src.bz2 or NAME.src.gz, decompressed, once per test binary.
+// The streams are shared: do not modify them.
 func Recorded(tb testing.TB, dir string) map[string][]byte {
 	tb.Helper()
+	recorded.Lock()
+	defer recorded.Unlock()
+	if m, ok := recorded.byDir[dir]; ok {
+		return m
+	}
 	out := make(map[string][]byte)
 	files, _ := filepath.Glob(filepath.Join(dir, "*.src.*"))
 	for _, f := range files {
@@ -42,5 +54,9 @@ func Recorded(tb testing.TB, dir string) map[string][]byte {
 		name, _, _ := strings.Cut(filepath.Base(f), ".")
 		out[name] = data
 	}
+	if recorded.byDir == nil {
+		recorded.byDir = make(map[string]map[string][]byte)
+	}
+	recorded.byDir[dir] = out
 	return out
 }
