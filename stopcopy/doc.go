@@ -33,40 +33,61 @@
 // # Smart (CloudNet)
 //
 // CloudNet's Smart Stop and Copy (Wood et al., VEE 2011) stops at a local
-// minimum of the remaining pages within a window of passes; a window of 5
-// worked best. A textbook local minimum, lower than its neighbours on both
-// sides, is only known once the later neighbours have been seen, and by then
-// the VM can no longer be stopped at it: the dirty set that can be sent
-// paused is always the current one. So Smart asks, at each pass, "is now a low
-// point?", and bounds how long it waits for one. With r(k) the remaining pages
-// at pass k >= 2 and the window the last W such passes (fewer at first),
-// Smart stops at pass n with rule
+// minimum of the remaining pages within a window of passes (a window of 5
+// worked best), and when the migration makes no progress: the pages dirtied
+// catch up with the pages sent. Both are judged here over a window as a
+// whole, not pass by pass: near the end of a decay one pass often dirties a
+// little more than it sent while the window around it is still shrinking
+// the set, and stopping there pauses the VM with more pages than a few more
+// passes would leave. A textbook local minimum, lower than its neighbours
+// on both sides, is only known once the later neighbours have been seen, and
+// by then the VM can no longer be stopped at it: the dirty set that can be
+// sent paused is always the current one. So Smart waits for the set to stop
+// shrinking and then asks, at each pass, "is now the window's low?".
+//
+// With r(k) the remaining pages at pass k >= 2 and W the window, the window
+// ending at pass n is passes n-W+1 .. n (the last W passes numbered 2 or
+// more; full once there are W of them). By the identity above, its first
+// and last counts differ by what the W-1 passes between sent minus what
+// they dirtied, so
+//
+//	r(n) >= r(n-W+1)  ⟺  those W-1 passes together dirtied at least as
+//	                      many pages as they sent
+//
+// and the window "did not shrink the set". Smart stops at pass n with rule
 //
 //   - few-pages: r(n) < MinPages (default 50). Nothing is left to gain.
 //
-// and otherwise continues ("shrinking") while every pass in the window
-// shrank, i.e. r(k) < r(k-1) for each pair in the window, however long that
-// lasts. Once the window holds a pass that did not shrink (r(k) >= r(k-1):
-// the pass before it dirtied at least as much as it sent), the dirty set has
-// stopped shrinking and Smart stops at pass n with rule
+// Otherwise it continues ("filling-window") until the window is full, and
+// then stops with rule
 //
-//   - local-minimum: r(n) <= r(k) for every k in the window. The current
-//     dirty set is as small as any of the last W passes; or
-//   - no-progress: the window is full and its oldest pass is strictly lower
-//     than all W-1 passes after it. The low has not come back for W-1
-//     passes; waiting longer only spends link bytes.
+//   - no-progress: the window's oldest count is strictly lower than all W-1
+//     after it. The low has not come back in W-1 passes; waiting longer only
+//     spends link bytes. (Such a window did not shrink the set.)
+//   - local-minimum: some full window ending at a pass q <= n did not shrink
+//     the set, and r(n) <= r(k) for every k in the window ending at n. The
+//     set has stopped shrinking and the current dirty set is as small as any
+//     of the last W passes.
 //
-// Otherwise it continues ("waiting-minimum"). A single pass that dirtied more
-// than it sent therefore does not stop Smart at its raised count, as a plain
-// "dirtied >= sent" rule would; it arms the search, and Smart stops at the
-// first pass that gets back down to the window's low. If q is the first pass
-// whose count did not fall, Smart stops at pass q+W-2 at the latest: the pair
-// (q-1, q) stays in the window until then, r(q-1) is the window's low, and a
-// count that never returns to it leaves r(q-1) as the strict low of a full
-// window. With W = 2 Smart is the plain rule: stop at the first pass whose
-// count did not fall (local-minimum if equal, no-progress if higher). While
-// counts keep falling Smart keeps going; put it under a Budget to bound a
-// long slow decline.
+// Otherwise it continues: "shrinking" while no full window so far failed to
+// shrink the set, "waiting-minimum" after one did. Before the first window
+// that did not shrink the set (ending at pass q) only few-pages stops Smart,
+// and it stops at pass q+W-2 at the latest: unless r(q) is its window's low
+// (a stop at once), the last pass holding that low comes before q, and by
+// the time it is the window's oldest either a count as low has come
+// (local-minimum) or it is the strict low (no-progress). With W = 2 Smart
+// is the plain pass-by-pass rule: stop at the first pass whose count did
+// not fall (local-minimum if equal, no-progress if higher). While the
+// windows keep shrinking the set Smart keeps going; put it under a Budget
+// to bound a long slow decline.
+//
+// What the pause costs is the dirty set at the moment QEMU stops the VM:
+// the driver forces the stop right after the pass at which Smart decided,
+// and QEMU acts on the new limit at its next check (up to 100 ms later, its
+// BUFFER_DELAY in migration/migration.c), having sent part of r(n) and seen
+// some new dirt meanwhile. Both are the same for every policy, so the count
+// r(n) at the decision is what a policy can choose, and the lowest count of
+// a window on the plateau is the best it can do.
 //
 // # Xen
 //

@@ -104,7 +104,7 @@ func (c fuzzCase) policies() []Policy {
 var knownRules = map[string]bool{
 	RuleLocalMinimum: true, RuleNoProgress: true, RuleFewPages: true, RuleMaxPasses: true,
 	RuleMaxRAMMultiple: true, RuleBudgetTime: true, RuleBudgetBytes: true, RuleBudgetDowntime: true,
-	RuleFirstPass: true, RuleShrinking: true, RuleWaiting: true, RuleUnderLimits: true, RuleQEMU: true,
+	RuleFirstPass: true, RuleFilling: true, RuleShrinking: true, RuleWaiting: true, RuleUnderLimits: true, RuleQEMU: true,
 }
 
 // checkCase checks the properties every policy has on any history: Decide
@@ -231,9 +231,10 @@ func randomHistory(r *rand.Rand) fuzzCase {
 }
 
 // TestPropertiesRandom checks the invariants of checkCase on plausible
-// histories, and the bounds the package comment promises: Smart stops by
-// pass q+W-2 after the first pass q whose count did not fall, and only by
-// few-pages before it; Xen stops by MaxPasses.
+// histories, and the bounds the package comment promises: Smart stops only
+// by few-pages before the first window that did not shrink the set as a
+// whole (ending at pass q), and by pass q+W-2 after it; Xen stops by
+// MaxPasses.
 func TestPropertiesRandom(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
 	n := 3000
@@ -246,12 +247,12 @@ func TestPropertiesRandom(t *testing.T) {
 		c := randomHistory(r)
 		checkCase(t, c)
 
-		h := c.h
+		h := c.h // passes numbered 1, 2, ...: index i is pass i+1
 		s := Smart{Window: c.window, MinPages: c.minPages}
 		w := s.window()
-		q := -1 // index of the first pass (from pass 3) whose count did not fall
-		for i := 2; i < len(h.Passes); i++ {
-			if h.pages(h.Passes[i].RemainingBytes) >= h.pages(h.Passes[i-1].RemainingBytes) {
+		q := -1 // index of the end of the first window (passes >= 2) that did not shrink
+		for i := w; i < len(h.Passes); i++ {
+			if h.pages(h.Passes[i].RemainingBytes) >= h.pages(h.Passes[i-w+1].RemainingBytes) {
 				q = i
 				break
 			}
@@ -263,9 +264,9 @@ func TestPropertiesRandom(t *testing.T) {
 		}
 		switch {
 		case q >= 0 && q+w-2 < len(h.Passes) && (at < 0 || at > q+w-2):
-			t.Fatalf("window %d, first stall at pass %d: stopped at index %d (%s)\n%+v", w, q+1, at, d, h.Passes)
+			t.Fatalf("window %d, first stalled window ends at pass %d: stopped at index %d (%s)\n%+v", w, q+1, at, d, h.Passes)
 		case at >= 0 && (q < 0 || at < q) && d.Rule != RuleFewPages:
-			t.Fatalf("stopped at index %d before any stall (first at %d): %s", at, q, d)
+			t.Fatalf("stopped at index %d before any stalled window (first at %d): %s", at, q, d)
 		}
 
 		x := Xen{MaxPasses: c.maxPasses}

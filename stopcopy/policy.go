@@ -18,8 +18,8 @@ const (
 // Rule identifiers, the Decision.Rule values. Stops first, then the reasons
 // to continue.
 const (
-	RuleLocalMinimum   = "local-minimum"    // Smart: the current count is the window's low
-	RuleNoProgress     = "no-progress"      // Smart: the low has not come back for Window-1 passes
+	RuleLocalMinimum   = "local-minimum"    // Smart: the set stopped shrinking, and the current count is the window's low
+	RuleNoProgress     = "no-progress"      // Smart: the window's oldest count is its strict low
 	RuleFewPages       = "few-pages"        // Smart, Xen: fewer than MinPages remain
 	RuleMaxPasses      = "max-passes"       // Xen
 	RuleMaxRAMMultiple = "max-ram-multiple" // Xen
@@ -28,7 +28,8 @@ const (
 	RuleBudgetDowntime = "budget-downtime"  // Budget: a stop would exceed MaxDowntime
 
 	RuleFirstPass   = "first-pass"      // no dirty set measured yet
-	RuleShrinking   = "shrinking"       // Smart: every pass in the window shrank
+	RuleFilling     = "filling-window"  // Smart: fewer passes than a window
+	RuleShrinking   = "shrinking"       // Smart: every window so far shrank the set as a whole
 	RuleWaiting     = "waiting-minimum" // Smart: shrinking stopped, waiting for a low
 	RuleUnderLimits = "under-limits"    // Xen: no limit reached
 	RuleQEMU        = "qemu"            // QEMU decides by its downtime limit

@@ -56,7 +56,8 @@ var synthetic = map[string]History{
 	"monotone-to-zero":       trace(testRAMPages, 20000, 8000, 3000, 1000, 300, 80, 20, 0),
 	"plateau":                trace(series(40, []int64{testRAMPages, 20000, 9000, 6000}, 5000)...),
 	"oscillation":            trace(series(40, []int64{testRAMPages, 20000, 6000, 4000, 4500, 4200, 4400, 4100}, 4600, 4300, 4450, 4150)...),
-	"oscillation-new-low":    trace(testRAMPages, 20000, 6000, 4000, 4500, 3900, 4300, 4100),
+	"oscillation-new-low":    trace(testRAMPages, 20000, 6000, 4000, 4500, 3900, 4300, 4100, 3800),
+	"bump-in-decay":          trace(series(40, []int64{testRAMPages, 20000, 10000, 6000, 4000, 4200, 3000, 2500, 2200, 2100}, 2100, 2000, 2080, 2040)...),
 	"dirties-more-than-sent": trace(testRAMPages, 20000, 6000, 9000, 4000, 1500, 400, 30),
 	"rising":                 trace(rising(20)...),
 	"huge-ram-multiple":      trace(testRAMPages, 120000, 125000, 118000, 122000, 119000, 121000),
@@ -82,29 +83,43 @@ func TestSyntheticTraces(t *testing.T) {
 		{"monotone-to-zero", Smart{MinPages: -1}, 0, RuleShrinking},
 		{"monotone-to-zero", Xen{MinPages: -1}, 0, RuleUnderLimits},
 
-		// 5000, 5000: the pass dirtied as much as it sent, and the count is
-		// the window's low.
-		{"plateau", smart, 6, RuleLocalMinimum},
+		// The set reaches 5000 pages at pass 5; the window of passes 5-9
+		// is the first that does not shrink it (5000 to 5000), and pass 9
+		// is its low. With a window of 2 that is pass 6.
+		{"plateau", smart, 9, RuleLocalMinimum},
 		{"plateau", Smart{Window: 2}, 6, RuleLocalMinimum},
 		{"plateau", xen, 30, RuleMaxPasses},
 		{"plateau", Xen{MaxPasses: 5}, 5, RuleMaxPasses},
 		{"plateau", Xen{MaxPasses: -1}, 0, RuleUnderLimits}, // 3x RAM needs 46 more passes
 
-		// 4500 >= 4000 arms the search at pass 5; 4200, 4400, 4100 never get
-		// back to 4000, which is the strict low of the full window at pass 8.
+		// Passes 4-8 do not shrink the set (4000 to 4100), and 4000 is the
+		// strict low of that window: no-progress at once. With a window of
+		// 8, passes 4-11 (4000 to 4450) likewise.
 		{"oscillation", smart, 8, RuleNoProgress},
 		{"oscillation", Smart{Window: 2}, 5, RuleNoProgress},
 		{"oscillation", Smart{Window: 8}, 11, RuleNoProgress},
 		{"oscillation", xen, 30, RuleMaxPasses},
-		{"oscillation-new-low", smart, 6, RuleLocalMinimum},
+		// Passes 4-8 stop shrinking (4000 to 4100) but 3900 at pass 6 is
+		// lower; Smart waits for the window's low and gets 3800 at pass 9.
+		{"oscillation-new-low", smart, 9, RuleLocalMinimum},
+		{"oscillation-new-low", Smart{Window: 2}, 5, RuleNoProgress},
 
-		// The burst at pass 4 does not stop Smart at 9000 pages; the next
-		// pass is back below the low and Smart stops there.
-		{"dirties-more-than-sent", smart, 5, RuleLocalMinimum},
+		// The rise 4000 to 4200 at pass 6 is one noisy pass in a decay:
+		// every window still shrinks the set until passes 11-15 (2100 to
+		// 2100), and Smart stops at the window's low, 2000 at pass 16.
+		// Judged pass by pass (a window of 2) it would stop at 4200.
+		{"bump-in-decay", smart, 16, RuleLocalMinimum},
+		{"bump-in-decay", Smart{Window: 2}, 6, RuleNoProgress},
+		{"bump-in-decay", xen, 30, RuleMaxPasses},
+
+		// The burst at pass 4 does not stop Smart: the windows keep
+		// shrinking the set down to few pages.
+		{"dirties-more-than-sent", smart, 8, RuleFewPages},
 		{"dirties-more-than-sent", Smart{Window: 2}, 4, RuleNoProgress},
 		{"dirties-more-than-sent", xen, 8, RuleFewPages},
 
-		// First pass that did not shrink: 3; stop by 3+5-2.
+		// The first full window, passes 2-6, grew the set and its oldest
+		// count is its strict low.
 		{"rising", smart, 6, RuleNoProgress},
 		{"rising", Smart{Window: 3}, 4, RuleNoProgress},
 		// sent by pass 15: 131072 + 13*10000 + 2000*(0+...+12) = 417072
@@ -112,7 +127,10 @@ func TestSyntheticTraces(t *testing.T) {
 		{"rising", xen, 15, RuleMaxRAMMultiple},
 		{"rising", Xen{MaxRAMMultiple: 4}, 18, RuleMaxRAMMultiple},
 
-		{"huge-ram-multiple", smart, 4, RuleLocalMinimum},
+		// Passes 2-6 (120000 to 119000) and 3-7 (125000 to 121000) still
+		// shrink the set as a whole.
+		{"huge-ram-multiple", smart, 0, RuleShrinking},
+		{"huge-ram-multiple", Smart{Window: 2}, 3, RuleNoProgress},
 		// sent by pass 5: 131072+120000+125000+118000 = 494072 > 393216.
 		{"huge-ram-multiple", xen, 5, RuleMaxRAMMultiple},
 
@@ -128,8 +146,10 @@ func TestSyntheticTraces(t *testing.T) {
 		// sends 5000 pages, 1.64 s at 100 Mbit/s.
 		{"plateau", Budget{MaxTime: time.Minute, OnBreach: StopAndCopy}, 9, RuleBudgetTime},
 		{"plateau", Budget{MaxTime: time.Minute, OnBreach: StopAndCopy, MaxDowntime: time.Second}, 9, RuleBudgetDowntime},
-		{"plateau", Budget{Inner: smart, MaxTime: time.Minute, MaxDowntime: 2 * time.Second}, 6, RuleLocalMinimum},
-		{"plateau", Budget{Inner: smart, MaxDowntime: time.Second}, 6, RuleBudgetDowntime},
+		{"plateau", Budget{Inner: smart, MaxTime: 2 * time.Minute, MaxDowntime: 2 * time.Second}, 9, RuleLocalMinimum},
+		// Elapsed at pass 8 is 59.43 s: the budget ends the wait first.
+		{"plateau", Budget{Inner: smart, MaxTime: 58 * time.Second, OnBreach: StopAndCopy}, 8, RuleBudgetTime},
+		{"plateau", Budget{Inner: smart, MaxDowntime: time.Second}, 9, RuleBudgetDowntime},
 		// sent by pass 8: 131072+20000+9000+6000+3*5000 = 181072 pages.
 		{"plateau", Budget{Inner: xen, MaxBytes: 181072 * testPage, OnBreach: Abort}, 8, RuleBudgetBytes},
 	}
@@ -165,14 +185,24 @@ func TestSyntheticTraces(t *testing.T) {
 	}
 }
 
-// TestSmartWindowBound: once a pass's count does not fall (pass q), Smart
-// stops by pass q+W-2, whatever comes next.
+// TestSmartWindowBound: once a window of passes did not shrink the set as
+// a whole (pass q), Smart stops by pass q+W-2, whatever comes next. The
+// counts fall to a low at pass W, jump above the window's first count at
+// pass W+1 (= q), and stay above the low after; the low is the window's
+// oldest, strictly, at pass 2W-1 = q+W-2.
 func TestSmartWindowBound(t *testing.T) {
 	for w := 2; w <= 7; w++ {
-		// Counts that stay above the low forever.
-		h := trace(series(30, []int64{testRAMPages, 9000, 5000}, 7000, 6000, 5500, 8000, 5001)...)
+		head := []int64{testRAMPages}
+		for k := range w - 2 {
+			head = append(head, 9000-500*int64(k))
+		}
+		head = append(head, 5000, 9500)
+		h := trace(series(30, head, 6000, 7000, 5500, 8000, 5001)...)
 		i, d := Replay(Smart{Window: w}, h)
-		if got, want := h.Passes[i].Pass, 4+w-2; got != want || d.Rule != RuleNoProgress {
+		if i < 0 {
+			t.Fatalf("window %d: never stopped: %s", w, d)
+		}
+		if got, want := h.Passes[i].Pass, 2*w-1; got != want || d.Rule != RuleNoProgress {
 			t.Errorf("window %d: stops at pass %d by %s, want %d by %s", w, got, d.Rule, want, RuleNoProgress)
 		}
 	}
@@ -194,10 +224,13 @@ func TestDecisionReasons(t *testing.T) {
 		h      History
 		want   []string
 	}{
-		{Smart{}, trace(testRAMPages, 20000, 6000, 9000), []string{"pass 4", "9000 pages", "low of 6000 at pass 3", "pass 3 dirtied at least as many pages as it sent"}},
-		{Smart{}, trace(testRAMPages, 20000, 6000, 9000, 4000), []string{"4000 pages remain, the lowest of the last 4 passes"}},
+		{Smart{}, trace(testRAMPages, 20000, 6000, 9000), []string{"pass 4", "9000 pages remain", "3 of the 5 passes"}},
+		{Smart{}, trace(testRAMPages, 20000, 6000, 4000, 4500, 3900), []string{"pass 6: 3900 pages remain, down from 20000 at pass 2", "4 passes between"}},
+		{Smart{}, trace(testRAMPages, 20000, 6000, 4000, 4500, 3900, 4300, 4100), []string{"pass 8: 4100 pages remain, above the low of 3900 at pass 6", "stopped shrinking at pass 8 (4100 pages, 4000 at pass 4)"}},
+		{Smart{}, synthetic["oscillation-new-low"], []string{"pass 9: 3800 pages remain, the lowest of the last 5 passes", "stopped shrinking at pass 8"}},
+		{Smart{}, trace(testRAMPages, 20000, 6000, 4000, 4500, 4200, 4400, 4100), []string{"pass 8: 4100 pages remain", "low of 4000 pages at pass 4 has not come back in the 4 passes since"}},
 		{Xen{}, trace(testRAMPages, 20000), []string{"pass 2", "20000 pages remain", "1.00 times RAM"}},
-		{Budget{Inner: Smart{}, MaxDowntime: time.Second}, trace(testRAMPages, 20000, 20000), []string{"local-minimum", "6.554s", "78.1 MiB", "11.9 MiB/s", "1s downtime limit"}},
+		{Budget{Inner: Smart{Window: 2}, MaxDowntime: time.Second}, trace(testRAMPages, 20000, 20000), []string{"local-minimum", "6.554s", "78.1 MiB", "11.9 MiB/s", "1s downtime limit"}},
 	}
 	for _, tt := range tests {
 		d := tt.policy.Decide(tt.h)
