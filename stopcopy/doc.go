@@ -36,14 +36,16 @@
 // minimum of the remaining pages within a window of passes (a window of 5
 // worked best), and when the migration makes no progress: the pages dirtied
 // catch up with the pages sent. Both are judged here over a window as a
-// whole, not pass by pass: near the end of a decay one pass often dirties a
-// little more than it sent while the window around it is still shrinking
-// the set, and stopping there pauses the VM with more pages than a few more
-// passes would leave. A textbook local minimum, lower than its neighbours
-// on both sides, is only known once the later neighbours have been seen, and
-// by then the VM can no longer be stopped at it: the dirty set that can be
-// sent paused is always the current one. So Smart waits for the set to stop
-// shrinking and then asks, at each pass, "is now the window's low?".
+// whole, not pass by pass. Near the end of a decay one pass often dirties a
+// little more than it sent while the window around it still shrinks the
+// set, and on a plateau the guest now and then dirties a burst that takes a
+// pass or two to wash out (the lab's hot-set runs show them); stopping on
+// either pauses the VM with more pages than a few more passes would leave.
+// A textbook local minimum, lower than its neighbours on both sides, is
+// only known once the later neighbours have been seen, and by then the VM
+// can no longer be stopped at it: the dirty set that can be sent paused is
+// always the current one. So Smart waits for the set to stop shrinking and
+// then asks, at each pass, "is now the window's low?".
 //
 // With r(k) the remaining pages at pass k >= 2 and W the window, the window
 // ending at pass n is passes n-W+1 .. n (the last W passes numbered 2 or
@@ -61,25 +63,27 @@
 // Otherwise it continues ("filling-window") until the window is full, and
 // then stops with rule
 //
-//   - no-progress: the window's oldest count is strictly lower than all W-1
-//     after it. The low has not come back in W-1 passes; waiting longer only
-//     spends link bytes. (Such a window did not shrink the set.)
-//   - local-minimum: some full window ending at a pass q <= n did not shrink
-//     the set, and r(n) <= r(k) for every k in the window ending at n. The
-//     set has stopped shrinking and the current dirty set is as small as any
-//     of the last W passes.
+//   - local-minimum: some full window ending at a pass q <= n did not
+//     shrink the set, and r(n) <= r(k) for every k in the window ending at
+//     n. The set has stopped shrinking and the current dirty set is as
+//     small as any of the last W passes.
+//   - no-progress: r(k) >= r(k-1) for every pass k of the window after its
+//     first: each of the W-1 passes dirtied at least as many pages as it
+//     sent. The set grows; waiting longer only spends link bytes. (Such a
+//     window did not shrink the set.)
 //
-// Otherwise it continues: "shrinking" while no full window so far failed to
-// shrink the set, "waiting-minimum" after one did. Before the first window
-// that did not shrink the set (ending at pass q) only few-pages stops Smart,
-// and it stops at pass q+W-2 at the latest: unless r(q) is its window's low
-// (a stop at once), the last pass holding that low comes before q, and by
-// the time it is the window's oldest either a count as low has come
-// (local-minimum) or it is the strict low (no-progress). With W = 2 Smart
-// is the plain pass-by-pass rule: stop at the first pass whose count did
-// not fall (local-minimum if equal, no-progress if higher). While the
-// windows keep shrinking the set Smart keeps going; put it under a Budget
-// to bound a long slow decline.
+// Otherwise it continues: "shrinking" while every full window so far shrank
+// the set, "waiting-minimum" after one did not. Before the first window
+// that did not shrink the set only few-pages stops Smart. After it Smart has
+// no bound of its own: a low that does not come back within W-1 passes
+// leaves the window, and Smart waits for the low of the windows that follow
+// (on a plateau each pass has about one chance in W to be its window's
+// low). A stop is never at a count above its window's low unless the whole
+// window grew. With W = 2 Smart is the plain pass-by-pass rule: stop at
+// the first pass whose count did not fall (local-minimum if equal,
+// no-progress if higher). While the windows keep shrinking the set, or a
+// noisy set drifts up with a fall now and then, Smart keeps going; put it
+// under a Budget to bound that.
 //
 // What the pause costs is the dirty set at the moment QEMU stops the VM:
 // the driver forces the stop right after the pass at which Smart decided,

@@ -231,10 +231,12 @@ func randomHistory(r *rand.Rand) fuzzCase {
 }
 
 // TestPropertiesRandom checks the invariants of checkCase on plausible
-// histories, and the bounds the package comment promises: Smart stops only
-// by few-pages before the first window that did not shrink the set as a
-// whole (ending at pass q), and by pass q+W-2 after it; Xen stops by
-// MaxPasses.
+// histories, and what the package comment promises of Smart, worked out
+// here independently pass by pass: before the first full window that did
+// not shrink the set (ending at pass q) only few-pages stops it; after it,
+// Smart stops at the first pass whose count is its window's low or whose
+// window never fell, and only there (or by few-pages); with a window of 2
+// that is the first pass whose count did not fall. Xen stops by MaxPasses.
 func TestPropertiesRandom(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
 	n := 3000
@@ -242,7 +244,6 @@ func TestPropertiesRandom(t *testing.T) {
 		n = 300
 	}
 	rules := map[string]int{}
-	bounded := 0
 	for range n {
 		c := randomHistory(r)
 		checkCase(t, c)
@@ -250,23 +251,41 @@ func TestPropertiesRandom(t *testing.T) {
 		h := c.h // passes numbered 1, 2, ...: index i is pass i+1
 		s := Smart{Window: c.window, MinPages: c.minPages}
 		w := s.window()
-		q := -1 // index of the end of the first window (passes >= 2) that did not shrink
-		for i := w; i < len(h.Passes); i++ {
-			if h.pages(h.Passes[i].RemainingBytes) >= h.pages(h.Passes[i-w+1].RemainingBytes) {
-				q = i
+		pages := func(i int) int64 { return h.pages(h.Passes[i].RemainingBytes) }
+		want, wantRule := -1, "" // the first index at which Smart must stop, and why
+		stalled := false
+		for i := 1; i < len(h.Passes) && want < 0; i++ {
+			if floor := minPages(s.MinPages); floor > 0 && pages(i) < floor {
+				want, wantRule = i, RuleFewPages
 				break
+			}
+			if i < w { // the window holds passes 2..i+1: not full yet
+				continue
+			}
+			stalled = stalled || pages(i) >= pages(i-w+1)
+			low, fell := true, false
+			for k := i - w + 1; k < i; k++ {
+				low = low && pages(i) <= pages(k)
+				fell = fell || pages(k+1) < pages(k)
+			}
+			switch {
+			case stalled && low:
+				want, wantRule = i, RuleLocalMinimum
+			case !fell:
+				want, wantRule = i, RuleNoProgress
 			}
 		}
 		at, d := Replay(s, h)
 		rules[d.Rule]++
-		if q >= 0 && q+w-2 < len(h.Passes) {
-			bounded++
+		if at != want || (want >= 0 && d.Rule != wantRule) {
+			t.Fatalf("window %d: stopped at index %d (%s), want index %d by %s\n%+v", w, at, d, want, wantRule, h.Passes)
 		}
-		switch {
-		case q >= 0 && q+w-2 < len(h.Passes) && (at < 0 || at > q+w-2):
-			t.Fatalf("window %d, first stalled window ends at pass %d: stopped at index %d (%s)\n%+v", w, q+1, at, d, h.Passes)
-		case at >= 0 && (q < 0 || at < q) && d.Rule != RuleFewPages:
-			t.Fatalf("stopped at index %d before any stalled window (first at %d): %s", at, q, d)
+		if w == 2 && want >= 0 && wantRule != RuleFewPages {
+			for i := 2; i < want; i++ {
+				if pages(i) >= pages(i-1) {
+					t.Fatalf("window 2: pass %d did not fall, yet Smart went on to pass %d", i+1, want+1)
+				}
+			}
 		}
 
 		x := Xen{MaxPasses: c.maxPasses}
@@ -276,7 +295,7 @@ func TestPropertiesRandom(t *testing.T) {
 			}
 		}
 	}
-	t.Logf("smart on %d histories: %v; the q+W-2 bound applied to %d", n, rules, bounded)
+	t.Logf("smart on %d histories: %v", n, rules)
 }
 
 // TestFuzzSeedsParse makes sure every testdata file feeds the fuzz corpus.

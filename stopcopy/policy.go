@@ -19,7 +19,7 @@ const (
 // to continue.
 const (
 	RuleLocalMinimum   = "local-minimum"    // Smart: the set stopped shrinking, and the current count is the window's low
-	RuleNoProgress     = "no-progress"      // Smart: the window's oldest count is its strict low
+	RuleNoProgress     = "no-progress"      // Smart: every pass of the window dirtied at least as much as it sent
 	RuleFewPages       = "few-pages"        // Smart, Xen: fewer than MinPages remain
 	RuleMaxPasses      = "max-passes"       // Xen
 	RuleMaxRAMMultiple = "max-ram-multiple" // Xen

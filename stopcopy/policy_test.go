@@ -58,6 +58,7 @@ var synthetic = map[string]History{
 	"oscillation":            trace(series(40, []int64{testRAMPages, 20000, 6000, 4000, 4500, 4200, 4400, 4100}, 4600, 4300, 4450, 4150)...),
 	"oscillation-new-low":    trace(testRAMPages, 20000, 6000, 4000, 4500, 3900, 4300, 4100, 3800),
 	"bump-in-decay":          trace(series(40, []int64{testRAMPages, 20000, 10000, 6000, 4000, 4200, 3000, 2500, 2200, 2100}, 2100, 2000, 2080, 2040)...),
+	"spike-on-plateau":       trace(series(40, []int64{testRAMPages, 20000, 10000, 6000, 5000, 5200, 4900, 5100, 5050, 5300, 7900, 6600, 5600, 5150}, 5000, 5100)...),
 	"dirties-more-than-sent": trace(testRAMPages, 20000, 6000, 9000, 4000, 1500, 400, 30),
 	"rising":                 trace(rising(20)...),
 	"huge-ram-multiple":      trace(testRAMPages, 120000, 125000, 118000, 122000, 119000, 121000),
@@ -92,12 +93,13 @@ func TestSyntheticTraces(t *testing.T) {
 		{"plateau", Xen{MaxPasses: 5}, 5, RuleMaxPasses},
 		{"plateau", Xen{MaxPasses: -1}, 0, RuleUnderLimits}, // 3x RAM needs 46 more passes
 
-		// Passes 4-8 do not shrink the set (4000 to 4100), and 4000 is the
-		// strict low of that window: no-progress at once. With a window of
-		// 8, passes 4-11 (4000 to 4450) likewise.
-		{"oscillation", smart, 8, RuleNoProgress},
+		// Passes 4-8 do not shrink the set (4000 to 4100). The low of 4000
+		// never comes back; Smart stops at the first pass that is the low
+		// of its own window: 4150 at pass 16 (passes 12-16), with a window
+		// of 8 too (passes 9-16). A window of 2 stops at the first rise.
+		{"oscillation", smart, 16, RuleLocalMinimum},
 		{"oscillation", Smart{Window: 2}, 5, RuleNoProgress},
-		{"oscillation", Smart{Window: 8}, 11, RuleNoProgress},
+		{"oscillation", Smart{Window: 8}, 16, RuleLocalMinimum},
 		{"oscillation", xen, 30, RuleMaxPasses},
 		// Passes 4-8 stop shrinking (4000 to 4100) but 3900 at pass 6 is
 		// lower; Smart waits for the window's low and gets 3800 at pass 9.
@@ -112,14 +114,21 @@ func TestSyntheticTraces(t *testing.T) {
 		{"bump-in-decay", Smart{Window: 2}, 6, RuleNoProgress},
 		{"bump-in-decay", xen, 30, RuleMaxPasses},
 
+		// Passes 5-9 stop shrinking the set (5000 to 5050). The burst at
+		// pass 11 (7900) comes as the low of 4900 (pass 7) leaves the
+		// window; Smart waits through the burst and its tail and stops at
+		// 5150, the low of passes 10-14.
+		{"spike-on-plateau", smart, 14, RuleLocalMinimum},
+		{"spike-on-plateau", Smart{Window: 2}, 6, RuleNoProgress},
+		{"spike-on-plateau", xen, 30, RuleMaxPasses},
+
 		// The burst at pass 4 does not stop Smart: the windows keep
 		// shrinking the set down to few pages.
 		{"dirties-more-than-sent", smart, 8, RuleFewPages},
 		{"dirties-more-than-sent", Smart{Window: 2}, 4, RuleNoProgress},
 		{"dirties-more-than-sent", xen, 8, RuleFewPages},
 
-		// The first full window, passes 2-6, grew the set and its oldest
-		// count is its strict low.
+		// The first full window, passes 2-6, grew the set at every pass.
 		{"rising", smart, 6, RuleNoProgress},
 		{"rising", Smart{Window: 3}, 4, RuleNoProgress},
 		// sent by pass 15: 131072 + 13*10000 + 2000*(0+...+12) = 417072
@@ -185,24 +194,21 @@ func TestSyntheticTraces(t *testing.T) {
 	}
 }
 
-// TestSmartWindowBound: once a window of passes did not shrink the set as
-// a whole (pass q), Smart stops by pass q+W-2, whatever comes next. The
-// counts fall to a low at pass W, jump above the window's first count at
-// pass W+1 (= q), and stay above the low after; the low is the window's
-// oldest, strictly, at pass 2W-1 = q+W-2.
-func TestSmartWindowBound(t *testing.T) {
+// TestSmartNoProgress: a set that falls to a low at pass 4 and then grows
+// at every pass stops Smart once the window holds only the low and the
+// rises after it, at pass 4+W-1.
+func TestSmartNoProgress(t *testing.T) {
 	for w := 2; w <= 7; w++ {
-		head := []int64{testRAMPages}
-		for k := range w - 2 {
-			head = append(head, 9000-500*int64(k))
+		pages := []int64{testRAMPages, 9000, 7000, 5000}
+		for v := int64(5200); len(pages) < 30; v += 200 {
+			pages = append(pages, v)
 		}
-		head = append(head, 5000, 9500)
-		h := trace(series(30, head, 6000, 7000, 5500, 8000, 5001)...)
+		h := trace(pages...)
 		i, d := Replay(Smart{Window: w}, h)
 		if i < 0 {
 			t.Fatalf("window %d: never stopped: %s", w, d)
 		}
-		if got, want := h.Passes[i].Pass, 2*w-1; got != want || d.Rule != RuleNoProgress {
+		if got, want := h.Passes[i].Pass, 4+w-1; got != want || d.Rule != RuleNoProgress {
 			t.Errorf("window %d: stops at pass %d by %s, want %d by %s", w, got, d.Rule, want, RuleNoProgress)
 		}
 	}
@@ -228,7 +234,7 @@ func TestDecisionReasons(t *testing.T) {
 		{Smart{}, trace(testRAMPages, 20000, 6000, 4000, 4500, 3900), []string{"pass 6: 3900 pages remain, down from 20000 at pass 2", "4 passes between"}},
 		{Smart{}, trace(testRAMPages, 20000, 6000, 4000, 4500, 3900, 4300, 4100), []string{"pass 8: 4100 pages remain, above the low of 3900 at pass 6", "stopped shrinking at pass 8 (4100 pages, 4000 at pass 4)"}},
 		{Smart{}, synthetic["oscillation-new-low"], []string{"pass 9: 3800 pages remain, the lowest of the last 5 passes", "stopped shrinking at pass 8"}},
-		{Smart{}, trace(testRAMPages, 20000, 6000, 4000, 4500, 4200, 4400, 4100), []string{"pass 8: 4100 pages remain", "low of 4000 pages at pass 4 has not come back in the 4 passes since"}},
+		{Smart{}, trace(rising(6)...), []string{"pass 6: 18000 pages remain", "no pass since pass 2 (10000 pages) sent more pages than it dirtied"}},
 		{Xen{}, trace(testRAMPages, 20000), []string{"pass 2", "20000 pages remain", "1.00 times RAM"}},
 		{Budget{Inner: Smart{Window: 2}, MaxDowntime: time.Second}, trace(testRAMPages, 20000, 20000), []string{"local-minimum", "6.554s", "78.1 MiB", "11.9 MiB/s", "1s downtime limit"}},
 	}

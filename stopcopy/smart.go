@@ -4,8 +4,8 @@ import "fmt"
 
 // Smart is CloudNet's Smart Stop and Copy: once a window of passes as a
 // whole has stopped shrinking the dirty set, stop at the first pass whose
-// count is the low of its window. The package comment defines the rules
-// exactly.
+// count is the low of its window, or when every pass of a window dirtied at
+// least as much as it sent. The package comment defines the rules exactly.
 type Smart struct {
 	// Window is the number of passes (from pass 2 on) judged together:
 	// 0 means DefaultWindow, 1 is taken as 2 (the least that can show a
@@ -66,11 +66,6 @@ func (s Smart) Decide(h History) Decision {
 			fmt.Sprintf("pass %d: %d pages remain; %d of the %d passes of a window measured", num[n-1], cur, n, w)}
 	}
 	first := n - w // the window is r[first:]
-	if strictLow(r[first:]) {
-		return Decision{StopAndCopy, RuleNoProgress,
-			fmt.Sprintf("pass %d: %d pages remain; the low of %d pages at pass %d has not come back in the %s since",
-				num[n-1], cur, r[first], num[first], passes(w-1))}
-	}
 	// q: the end of the first window whose passes together dirtied at
 	// least as many pages as they sent.
 	q := -1
@@ -97,14 +92,19 @@ func (s Smart) Decide(h History) Decision {
 		return Decision{StopAndCopy, RuleLocalMinimum,
 			fmt.Sprintf("pass %d: %d pages remain, the lowest of the last %d passes; %s", num[n-1], cur, w, stalled)}
 	}
+	if noneFell(r[first:]) {
+		return Decision{StopAndCopy, RuleNoProgress,
+			fmt.Sprintf("pass %d: %d pages remain; no pass since pass %d (%d pages) sent more pages than it dirtied",
+				num[n-1], cur, num[first], r[first])}
+	}
 	return Decision{Continue, RuleWaiting,
 		fmt.Sprintf("pass %d: %d pages remain, above the low of %d at pass %d; %s", num[n-1], cur, r[low], num[low], stalled)}
 }
 
-// strictLow reports whether v[0] is strictly lower than every later count.
-func strictLow(v []int64) bool {
-	for _, x := range v[1:] {
-		if x <= v[0] {
+// noneFell reports whether no count in v is lower than the one before it.
+func noneFell(v []int64) bool {
+	for k := 1; k < len(v); k++ {
+		if v[k] < v[k-1] {
 			return false
 		}
 	}
