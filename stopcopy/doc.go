@@ -51,12 +51,25 @@
 // ending at pass n is passes n-W+1 .. n (the last W passes numbered 2 or
 // more; full once there are W of them). By the identity above, its first
 // and last counts differ by what the W-1 passes between sent minus what
-// they dirtied, so
+// they dirtied. The window "shrank the set" if
 //
-//	r(n) >= r(n-W+1)  ⟺  those W-1 passes together dirtied at least as
-//	                      many pages as they sent
+//	r(n-W+1) - r(n) > S
 //
-// and the window "did not shrink the set". Smart stops at pass n with rule
+// where S, the slack, is what the link sends in Slack (default 100 ms) at
+// the wire rate measured at the latest pass, in whole pages (0 if no rate
+// was measured, or with a negative Slack). With S = 0 a window that did not
+// shrink the set is one whose W-1 passes together dirtied at least as many
+// pages as they sent. The 100 ms are how late a forced stop takes effect:
+// QEMU acts on the new downtime limit at its next check of rate and
+// threshold, at most BUFFER_DELAY (100 ms, migration/migration.c) later,
+// and sends or dirties pages meanwhile, so a window that cut the set by
+// less than S did not cut the pause by more than the stop's own timing
+// moves it. Near its floor a hot set shrinks by a few percent a pass (the
+// traces in testdata/); waiting that out sends the whole set again for
+// each few tens of milliseconds of pause saved, and runs into bursts like
+// those above.
+//
+// Smart stops at pass n with rule
 //
 //   - few-pages: r(n) < MinPages (default 50). Nothing is left to gain.
 //
@@ -79,19 +92,17 @@
 // leaves the window, and Smart waits for the low of the windows that follow
 // (on a plateau each pass has about one chance in W to be its window's
 // low). A stop is never at a count above its window's low unless the whole
-// window grew. With W = 2 Smart is the plain pass-by-pass rule: stop at
-// the first pass whose count did not fall (local-minimum if equal,
-// no-progress if higher). While the windows keep shrinking the set, or a
-// noisy set drifts up with a fall now and then, Smart keeps going; put it
-// under a Budget to bound that.
+// window grew. With W = 2 and a negative Slack, Smart is the plain
+// pass-by-pass rule: stop at the first pass whose count did not fall
+// (local-minimum if equal, no-progress if higher). While the windows keep
+// shrinking the set, or a noisy set drifts up with a fall now and then,
+// Smart keeps going; put it under a Budget to bound that.
 //
-// What the pause costs is the dirty set at the moment QEMU stops the VM:
-// the driver forces the stop right after the pass at which Smart decided,
-// and QEMU acts on the new limit at its next check (up to 100 ms later, its
-// BUFFER_DELAY in migration/migration.c), having sent part of r(n) and seen
-// some new dirt meanwhile. Both are the same for every policy, so the count
-// r(n) at the decision is what a policy can choose, and the lowest count of
-// a window on the plateau is the best it can do.
+// What the pause costs is the dirty set when QEMU stops the VM: r(n) at the
+// decision, less what QEMU sends and plus what the guest dirties before it
+// acts. The second part is the same for every policy; r(n) is what a
+// policy chooses, and the lowest count of a window on the plateau is the
+// best it can do.
 //
 // # Xen
 //

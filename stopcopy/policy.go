@@ -13,6 +13,11 @@ const (
 	DefaultMaxPasses      = 30   // Xen's DEF_MAX_ITERS 29 live passes + the paused one
 	DefaultMaxRAMMultiple = 3.0  // Xen's DEF_MAX_FACTOR
 	DefaultPageSize       = 4096 // QEMU's TARGET_PAGE_SIZE on x86, reported as ram.page-size
+
+	// DefaultSlack is Smart's Slack: QEMU acts on a forced stop at its
+	// next check of the rate and threshold, at most BUFFER_DELAY (100 ms,
+	// migration/migration.c) later.
+	DefaultSlack = 100 * time.Millisecond
 )
 
 // Rule identifiers, the Decision.Rule values. Stops first, then the reasons

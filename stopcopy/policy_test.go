@@ -58,6 +58,7 @@ var synthetic = map[string]History{
 	"oscillation":            trace(series(40, []int64{testRAMPages, 20000, 6000, 4000, 4500, 4200, 4400, 4100}, 4600, 4300, 4450, 4150)...),
 	"oscillation-new-low":    trace(testRAMPages, 20000, 6000, 4000, 4500, 3900, 4300, 4100, 3800),
 	"bump-in-decay":          trace(series(40, []int64{testRAMPages, 20000, 10000, 6000, 4000, 4200, 3000, 2500, 2200, 2100}, 2100, 2000, 2080, 2040)...),
+	"slow-decline":           trace(series(40, []int64{testRAMPages, 20000, 9000, 6000, 5000, 4900, 4820, 4750, 4690, 4640, 4600, 4570, 4550, 4540}, 4535)...),
 	"spike-on-plateau":       trace(series(40, []int64{testRAMPages, 20000, 10000, 6000, 5000, 5200, 4900, 5100, 5050, 5300, 7900, 6600, 5600, 5150}, 5000, 5100)...),
 	"dirties-more-than-sent": trace(testRAMPages, 20000, 6000, 9000, 4000, 1500, 400, 30),
 	"rising":                 trace(rising(20)...),
@@ -113,6 +114,15 @@ func TestSyntheticTraces(t *testing.T) {
 		{"bump-in-decay", smart, 16, RuleLocalMinimum},
 		{"bump-in-decay", Smart{Window: 2}, 6, RuleNoProgress},
 		{"bump-in-decay", xen, 30, RuleMaxPasses},
+
+		// 100 ms at 100 Mbit/s is 305 pages. Passes 5-9 cut the set by
+		// 310 pages, passes 6-10 by 260: Smart stops at pass 10, the low.
+		// Without the slack it waits until passes 15-19 hold 4535 pages
+		// each, 105 pages fewer for 9 more passes.
+		{"slow-decline", smart, 10, RuleLocalMinimum},
+		{"slow-decline", Smart{Slack: -1}, 19, RuleLocalMinimum},
+		{"slow-decline", Smart{Slack: 400 * time.Millisecond}, 9, RuleLocalMinimum}, // 1220 pages
+		{"slow-decline", xen, 30, RuleMaxPasses},
 
 		// Passes 5-9 stop shrinking the set (5000 to 5050). The burst at
 		// pass 11 (7900) comes as the low of 4900 (pass 7) leaves the
@@ -231,9 +241,9 @@ func TestDecisionReasons(t *testing.T) {
 		want   []string
 	}{
 		{Smart{}, trace(testRAMPages, 20000, 6000, 9000), []string{"pass 4", "9000 pages remain", "3 of the 5 passes"}},
-		{Smart{}, trace(testRAMPages, 20000, 6000, 4000, 4500, 3900), []string{"pass 6: 3900 pages remain, down from 20000 at pass 2", "4 passes between"}},
-		{Smart{}, trace(testRAMPages, 20000, 6000, 4000, 4500, 3900, 4300, 4100), []string{"pass 8: 4100 pages remain, above the low of 3900 at pass 6", "stopped shrinking at pass 8 (4100 pages, 4000 at pass 4)"}},
-		{Smart{}, synthetic["oscillation-new-low"], []string{"pass 9: 3800 pages remain, the lowest of the last 5 passes", "stopped shrinking at pass 8"}},
+		{Smart{}, trace(testRAMPages, 20000, 6000, 4000, 4500, 3900), []string{"pass 6: 3900 pages remain", "by more than 305 pages (this one from 20000 at pass 2)"}},
+		{Smart{}, trace(testRAMPages, 20000, 6000, 4000, 4500, 3900, 4300, 4100), []string{"pass 8: 4100 pages remain, above the low of 3900 at pass 6", "passes 4-8 did not cut the set by more than 305 pages (4000 to 4100)"}},
+		{Smart{}, synthetic["oscillation-new-low"], []string{"pass 9: 3800 pages remain, the lowest of the last 5 passes", "passes 4-8 did not"}},
 		{Smart{}, trace(rising(6)...), []string{"pass 6: 18000 pages remain", "no pass since pass 2 (10000 pages) sent more pages than it dirtied"}},
 		{Xen{}, trace(testRAMPages, 20000), []string{"pass 2", "20000 pages remain", "1.00 times RAM"}},
 		{Budget{Inner: Smart{Window: 2}, MaxDowntime: time.Second}, trace(testRAMPages, 20000, 20000), []string{"local-minimum", "6.554s", "78.1 MiB", "11.9 MiB/s", "1s downtime limit"}},

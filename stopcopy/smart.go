@@ -1,6 +1,10 @@
 package stopcopy
 
-import "fmt"
+import (
+	"fmt"
+	"math"
+	"time"
+)
 
 // Smart is CloudNet's Smart Stop and Copy: once a window of passes as a
 // whole has stopped shrinking the dirty set, stop at the first pass whose
@@ -14,6 +18,9 @@ type Smart struct {
 	// MinPages stops at once when fewer pages remain: 0 means
 	// DefaultMinPages, 1 stops only when nothing remains, negative never.
 	MinPages int64
+	// Slack is the least cut in the expected pause for which a window
+	// counts as shrinking the set: 0 means DefaultSlack, negative none.
+	Slack time.Duration
 }
 
 // Name returns "smart".
@@ -34,6 +41,30 @@ func minPages(v int64) int64 {
 		return DefaultMinPages
 	}
 	return v
+}
+
+// slackPages is Slack in pages at the wire rate measured at the latest pass
+// (0 if none was measured), at most math.MaxInt64/2.
+func (s Smart) slackPages(h History) int64 {
+	d := s.Slack
+	if d == 0 {
+		d = DefaultSlack
+	}
+	rate := 0.0
+	for i := len(h.Passes) - 1; i >= 0; i-- {
+		if r := h.Passes[i].WireRate; r > 0 {
+			rate = r
+			break
+		}
+	}
+	if d < 0 || !(rate > 0) {
+		return 0
+	}
+	p := rate * d.Seconds() / float64(h.pageSize())
+	if !(p < math.MaxInt64/2) {
+		return math.MaxInt64 / 2
+	}
+	return int64(p)
 }
 
 // Decide applies the rules in the package comment to the passes numbered 2
@@ -66,22 +97,26 @@ func (s Smart) Decide(h History) Decision {
 			fmt.Sprintf("pass %d: %d pages remain; %d of the %d passes of a window measured", num[n-1], cur, n, w)}
 	}
 	first := n - w // the window is r[first:]
-	// q: the end of the first window whose passes together dirtied at
-	// least as many pages as they sent.
+	// q: the end of the first window that did not cut the set by more
+	// than the slack.
+	slack := s.slackPages(h)
 	q := -1
 	for k := w - 1; k < n; k++ {
-		if r[k] >= r[k-w+1] {
+		if !shrank(r[k-w+1], r[k], slack) {
 			q = k
 			break
 		}
 	}
 	if q < 0 {
 		return Decision{Continue, RuleShrinking,
-			fmt.Sprintf("pass %d: %d pages remain, down from %d at pass %d: the %s between sent more than they dirtied",
-				num[n-1], cur, r[first], num[first], passes(w-1))}
+			fmt.Sprintf("pass %d: %d pages remain; every window so far cut the set by more than %d pages (this one from %d at pass %d)",
+				num[n-1], cur, slack, r[first], num[first])}
 	}
-	stalled := fmt.Sprintf("the dirty set stopped shrinking at pass %d (%d pages, %d at pass %d)",
-		num[q], r[q], r[q-w+1], num[q-w+1])
+	stalled := fmt.Sprintf("passes %d-%d did not shrink the set (%d to %d pages)", num[q-w+1], num[q], r[q-w+1], r[q])
+	if slack > 0 {
+		stalled = fmt.Sprintf("passes %d-%d did not cut the set by more than %d pages (%d to %d)",
+			num[q-w+1], num[q], slack, r[q-w+1], r[q])
+	}
 	low := first // the window's low, earliest if tied
 	for k := first + 1; k < n; k++ {
 		if r[k] < r[low] {
@@ -99,6 +134,15 @@ func (s Smart) Decide(h History) Decision {
 	}
 	return Decision{Continue, RuleWaiting,
 		fmt.Sprintf("pass %d: %d pages remain, above the low of %d at pass %d; %s", num[n-1], cur, r[low], num[low], stalled)}
+}
+
+// shrank reports whether to is lower than from by more than slack pages
+// (slack >= 0), without overflow.
+func shrank(from, to, slack int64) bool {
+	if to >= from {
+		return false
+	}
+	return uint64(from-to) > uint64(slack)
 }
 
 // noneFell reports whether no count in v is lower than the one before it.

@@ -74,6 +74,8 @@ func TestRecordedTraces(t *testing.T) {
 		// these runs, so the replay must repeat their decisions.
 		hotSmart = "wan100mbit-hotset-smart.json" // smart stopped at pass 7
 		hotXen   = "wan100mbit-hotset-xen.json"   // xen stopped at pass 30
+		burstA   = "wan100mbit-hotset-smart-burst.json"
+		burstB   = "wan100mbit-hotset-b-smart-burst.json"
 	)
 	tests := []struct {
 		file   string
@@ -105,14 +107,29 @@ func TestRecordedTraces(t *testing.T) {
 		{directIdl, 0, Smart{}, 3, StopAndCopy, RuleFewPages},
 		// The rule that ran stopped hotSmart at pass 7 (11.1 then 11.5 MiB
 		// at passes 5 and 6: one pass that did not shrink). Judged over a
-		// window, passes 3-7 shrank the set from 22.9 to 9.1 MiB.
+		// window, passes 3-7 cut the set from 22.9 to 9.1 MiB.
 		{hotSmart, 7, Smart{}, 0, Continue, RuleShrinking},
-		{hotSmart, 7, Smart{Window: 2}, 6, StopAndCopy, RuleNoProgress},
+		{hotSmart, 7, Smart{Window: 2, Slack: -1}, 6, StopAndCopy, RuleNoProgress},
 		{hotXen, 30, Xen{}, 30, StopAndCopy, RuleMaxPasses},
-		// Passes 13-17 are the first window that does not shrink the set
-		// (1304 to 1319 pages); pass 18 is its low, 4.9 MiB.
-		{hotXen, 30, Smart{}, 18, StopAndCopy, RuleLocalMinimum},
-		{hotXen, 30, Smart{Window: 2}, 14, StopAndCopy, RuleNoProgress},
+		// Passes 10-14 cut the set by 239 pages (1636 to 1397), less than
+		// the 100 ms slack (308 pages at 12.6 MB/s); pass 15 is the
+		// window's low, 5.05 MiB. Without the slack, passes 13-17 are the
+		// first window that does not shrink the set at all and pass 18 its
+		// low, 4.9 MiB.
+		{hotXen, 30, Smart{}, 15, StopAndCopy, RuleLocalMinimum},
+		{hotXen, 30, Smart{Slack: -1}, 18, StopAndCopy, RuleLocalMinimum},
+		{hotXen, 30, Smart{Window: 2, Slack: -1}, 14, StopAndCopy, RuleNoProgress},
+		// Commit 63b4283's rule stopped these runs on a burst of dirt: at
+		// pass 20 of A (7.9 MiB) because the low of 5.2 MiB at pass 16 had
+		// not come back in 4 passes, and on the burst's tail at pass 17 of
+		// B. Smart now stops before the bursts, at the low of the first
+		// window that cut the set by no more than the slack (A: 5.3 MiB at
+		// pass 16; B: 10.1 MiB at pass 13); without the slack it would
+		// still be waiting for a low.
+		{burstA, 20, Smart{}, 16, StopAndCopy, RuleLocalMinimum},
+		{burstA, 20, Smart{Slack: -1}, 0, Continue, RuleWaiting},
+		{burstB, 17, Smart{}, 13, StopAndCopy, RuleLocalMinimum},
+		{burstB, 17, Smart{Slack: -1}, 0, Continue, RuleWaiting},
 
 		// Pass 1 read remaining 0 and transferred 0: not a reason to stop
 		// before copying anything.
