@@ -316,3 +316,34 @@ func TestExpectedDowntime(t *testing.T) {
 		}
 	}
 }
+
+func TestSmartSlackPages(t *testing.T) {
+	at := func(pageSize int64, rates ...float64) History {
+		h := History{PageSize: pageSize}
+		for i, r := range rates {
+			h.Passes = append(h.Passes, Pass{Pass: i + 1, Reading: Reading{WireRate: r}})
+		}
+		return h
+	}
+	tests := []struct {
+		s    Smart
+		h    History
+		want int64
+	}{
+		{Smart{}, at(4096, testRate), 305}, // 1.25 MB
+		{Smart{}, at(0, testRate), 305},
+		{Smart{}, at(65536, testRate), 19},
+		{Smart{Slack: time.Second}, at(4096, testRate), 3051},
+		{Smart{Slack: -1}, at(4096, testRate), 0},
+		{Smart{}, at(4096, 1e6, testRate, 0), 305}, // the latest measured rate
+		{Smart{}, at(4096), 0},
+		{Smart{}, at(4096, 0, -5, math.NaN()), 0},
+		{Smart{}, at(4096, math.Inf(1)), math.MaxInt64 / 2},
+		{Smart{Slack: time.Duration(math.MaxInt64)}, at(1, 1e300), math.MaxInt64 / 2},
+	}
+	for _, tt := range tests {
+		if got := tt.s.slackPages(tt.h); got != tt.want {
+			t.Errorf("%+v at %+v: %d pages, want %d", tt.s, tt.h.Passes, got, tt.want)
+		}
+	}
+}

@@ -58,10 +58,12 @@ func loadTrace(t testing.TB, name string) History {
 }
 
 // TestRecordedTraces replays the policies over passes recorded from real
-// migrations. QEMU switched over by itself in each (its default 300 ms
-// downtime limit), so the traces are short and end with the final paused
-// sync; they still pin down the rules on real counter values, including a
-// first pass read before QEMU had counted anything.
+// migrations. In the first group QEMU switched over by itself (its default
+// 300 ms downtime limit), so the traces are short and end with the final
+// paused sync; they still pin down the rules on real counter values,
+// including a first pass read before QEMU had counted anything. In the hot-
+// set group a vmigrate rule decided; passes after the decision are QEMU's
+// syncs around the stop, so those replays stop at the deciding pass (upTo).
 func TestRecordedTraces(t *testing.T) {
 	const (
 		wan1      = "wan100mbit-memdirty128m-1.json" // 4492, 1245, 1052, 774, 684, 0 pages
@@ -70,12 +72,17 @@ func TestRecordedTraces(t *testing.T) {
 		tunnel    = "tunnel-memdirty256m.json"       // 7535, 0
 		idleZero  = "tunnel-idle-zero-first-pass.json"
 		directIdl = "direct-idle.json" // 1520, 0
-		// A hot set that plateaus near 5 MiB; vmigrate's own rules decided
-		// these runs, so the replay must repeat their decisions.
+		// Hot sets that plateau near 5 MiB (A) and 10.5 MiB (B, "-b-");
+		// the xen runs show the whole plateau up to pass 30.
 		hotSmart = "wan100mbit-hotset-smart.json" // smart stopped at pass 7
 		hotXen   = "wan100mbit-hotset-xen.json"   // xen stopped at pass 30
 		burstA   = "wan100mbit-hotset-smart-burst.json"
 		burstB   = "wan100mbit-hotset-b-smart-burst.json"
+		tailA    = "wan100mbit-hotset-smart-tail.json"
+		hotXenB  = "wan100mbit-hotset-b-xen.json" // xen stopped at pass 30
+		// Runs the current rule decided (docs/results.md, Stop policies).
+		slackA = "wan100mbit-hotset-smart-slack.json"   // pass 14
+		slackB = "wan100mbit-hotset-b-smart-slack.json" // pass 13
 	)
 	tests := []struct {
 		file   string
@@ -130,6 +137,23 @@ func TestRecordedTraces(t *testing.T) {
 		{burstA, 20, Smart{Slack: -1}, 0, Continue, RuleWaiting},
 		{burstB, 17, Smart{}, 13, StopAndCopy, RuleLocalMinimum},
 		{burstB, 17, Smart{Slack: -1}, 0, Continue, RuleWaiting},
+		// Commit c824a7e's rule (no slack) waited out the burst and stopped
+		// at the low of a window holding only its tail: 1502 pages at pass
+		// 26, against 1244 before the burst. With the slack, passes 11-15
+		// cut the set by 200 pages (under 307) and pass 16 is the low.
+		{tailA, 26, Smart{}, 16, StopAndCopy, RuleLocalMinimum},
+		{tailA, 26, Smart{Slack: -1}, 26, StopAndCopy, RuleLocalMinimum},
+		// Workload B's plateau near 10.5 MiB, with bursts at passes 14 and
+		// 23: passes 8-12 cut it by 231 pages (under 298), and pass 12 is
+		// the low.
+		{hotXenB, 30, Xen{}, 30, StopAndCopy, RuleMaxPasses},
+		{hotXenB, 30, Smart{}, 12, StopAndCopy, RuleLocalMinimum},
+		{hotXenB, 30, Smart{Slack: -1}, 18, StopAndCopy, RuleLocalMinimum},
+		// The replay repeats the decisions of the runs: passes 10-14 of A
+		// cut the set by 253 pages (1621 to 1368) and pass 14 is their low;
+		// passes 8-12 of B by 136 pages, and pass 13 is the low of 9-13.
+		{slackA, 14, Smart{}, 14, StopAndCopy, RuleLocalMinimum},
+		{slackB, 13, Smart{}, 13, StopAndCopy, RuleLocalMinimum},
 
 		// Pass 1 read remaining 0 and transferred 0: not a reason to stop
 		// before copying anything.
