@@ -33,40 +33,76 @@
 // # Smart (CloudNet)
 //
 // CloudNet's Smart Stop and Copy (Wood et al., VEE 2011) stops at a local
-// minimum of the remaining pages within a window of passes; a window of 5
-// worked best. A textbook local minimum, lower than its neighbours on both
-// sides, is only known once the later neighbours have been seen, and by then
-// the VM can no longer be stopped at it: the dirty set that can be sent
-// paused is always the current one. So Smart asks, at each pass, "is now a low
-// point?", and bounds how long it waits for one. With r(k) the remaining pages
-// at pass k >= 2 and the window the last W such passes (fewer at first),
+// minimum of the remaining pages within a window of passes (a window of 5
+// worked best), and when the migration makes no progress: the pages dirtied
+// catch up with the pages sent. Both are judged here over a window as a
+// whole, not pass by pass. Near the end of a decay one pass often dirties a
+// little more than it sent while the window around it still shrinks the
+// set, and on a plateau the guest now and then dirties a burst that takes a
+// pass or two to wash out (the lab's hot-set runs show them); stopping on
+// either pauses the VM with more pages than a few more passes would leave.
+// A textbook local minimum, lower than its neighbours on both sides, is
+// only known once the later neighbours have been seen, and by then the VM
+// can no longer be stopped at it: the dirty set that can be sent paused is
+// always the current one. So Smart waits for the set to stop shrinking and
+// then asks, at each pass, "is now the window's low?".
+//
+// With r(k) the remaining pages at pass k >= 2 and W the window, the window
+// ending at pass n is passes n-W+1 .. n (the last W passes numbered 2 or
+// more; full once there are W of them). By the identity above, its first
+// and last counts differ by what the W-1 passes between sent minus what
+// they dirtied. The window "shrank the set" if
+//
+//	r(n-W+1) - r(n) > S
+//
+// where S, the slack, is what the link sends in Slack (default 100 ms) at
+// the wire rate measured at the latest pass, in whole pages (0 if no rate
+// was measured, or with a negative Slack). With S = 0 a window that did not
+// shrink the set is one whose W-1 passes together dirtied at least as many
+// pages as they sent. The 100 ms are how late a forced stop takes effect:
+// QEMU acts on the new downtime limit at its next check of rate and
+// threshold, at most BUFFER_DELAY (100 ms, migration/migration.c) later,
+// and sends or dirties pages meanwhile, so a window that cut the set by
+// less than S did not cut the pause by more than the stop's own timing
+// moves it. Near its floor a hot set shrinks by a few percent a pass (the
+// traces in testdata/); waiting that out sends the whole set again for
+// each few tens of milliseconds of pause saved, and runs into bursts like
+// those above.
+//
 // Smart stops at pass n with rule
 //
 //   - few-pages: r(n) < MinPages (default 50). Nothing is left to gain.
 //
-// and otherwise continues ("shrinking") while every pass in the window
-// shrank, i.e. r(k) < r(k-1) for each pair in the window, however long that
-// lasts. Once the window holds a pass that did not shrink (r(k) >= r(k-1):
-// the pass before it dirtied at least as much as it sent), the dirty set has
-// stopped shrinking and Smart stops at pass n with rule
+// Otherwise it continues ("filling-window") until the window is full, and
+// then stops with rule
 //
-//   - local-minimum: r(n) <= r(k) for every k in the window. The current
-//     dirty set is as small as any of the last W passes; or
-//   - no-progress: the window is full and its oldest pass is strictly lower
-//     than all W-1 passes after it. The low has not come back for W-1
-//     passes; waiting longer only spends link bytes.
+//   - local-minimum: some full window ending at a pass q <= n did not
+//     shrink the set, and r(n) <= r(k) for every k in the window ending at
+//     n. The set has stopped shrinking and the current dirty set is as
+//     small as any of the last W passes.
+//   - no-progress: r(k) >= r(k-1) for every pass k of the window after its
+//     first: each of the W-1 passes dirtied at least as many pages as it
+//     sent. The set grows; waiting longer only spends link bytes. (Such a
+//     window did not shrink the set.)
 //
-// Otherwise it continues ("waiting-minimum"). A single pass that dirtied more
-// than it sent therefore does not stop Smart at its raised count, as a plain
-// "dirtied >= sent" rule would; it arms the search, and Smart stops at the
-// first pass that gets back down to the window's low. If q is the first pass
-// whose count did not fall, Smart stops at pass q+W-2 at the latest: the pair
-// (q-1, q) stays in the window until then, r(q-1) is the window's low, and a
-// count that never returns to it leaves r(q-1) as the strict low of a full
-// window. With W = 2 Smart is the plain rule: stop at the first pass whose
-// count did not fall (local-minimum if equal, no-progress if higher). While
-// counts keep falling Smart keeps going; put it under a Budget to bound a
-// long slow decline.
+// Otherwise it continues: "shrinking" while every full window so far shrank
+// the set, "waiting-minimum" after one did not. Before the first window
+// that did not shrink the set only few-pages stops Smart. After it Smart has
+// no bound of its own: a low that does not come back within W-1 passes
+// leaves the window, and Smart waits for the low of the windows that follow
+// (on a plateau each pass has about one chance in W to be its window's
+// low). A stop is never at a count above its window's low unless the whole
+// window grew. With W = 2 and a negative Slack, Smart is the plain
+// pass-by-pass rule: stop at the first pass whose count did not fall
+// (local-minimum if equal, no-progress if higher). While the windows keep
+// shrinking the set, or a noisy set drifts up with a fall now and then,
+// Smart keeps going; put it under a Budget to bound that.
+//
+// What the pause costs is the dirty set when QEMU stops the VM: r(n) at the
+// decision, less what QEMU sends and plus what the guest dirties before it
+// acts. The second part is the same for every policy; r(n) is what a
+// policy chooses, and the lowest count of a window on the plateau is the
+// best it can do.
 //
 // # Xen
 //

@@ -104,7 +104,7 @@ func (c fuzzCase) policies() []Policy {
 var knownRules = map[string]bool{
 	RuleLocalMinimum: true, RuleNoProgress: true, RuleFewPages: true, RuleMaxPasses: true,
 	RuleMaxRAMMultiple: true, RuleBudgetTime: true, RuleBudgetBytes: true, RuleBudgetDowntime: true,
-	RuleFirstPass: true, RuleShrinking: true, RuleWaiting: true, RuleUnderLimits: true, RuleQEMU: true,
+	RuleFirstPass: true, RuleFilling: true, RuleShrinking: true, RuleWaiting: true, RuleUnderLimits: true, RuleQEMU: true,
 }
 
 // checkCase checks the properties every policy has on any history: Decide
@@ -231,9 +231,12 @@ func randomHistory(r *rand.Rand) fuzzCase {
 }
 
 // TestPropertiesRandom checks the invariants of checkCase on plausible
-// histories, and the bounds the package comment promises: Smart stops by
-// pass q+W-2 after the first pass q whose count did not fall, and only by
-// few-pages before it; Xen stops by MaxPasses.
+// histories, and what the package comment promises of Smart, worked out
+// here independently pass by pass: before the first full window that did
+// not cut the set by more than the slack only few-pages stops it; after
+// it, Smart stops at the first pass whose count is its window's low or
+// whose window never fell, and only there (or by few-pages). Xen stops by
+// MaxPasses.
 func TestPropertiesRandom(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
 	n := 3000
@@ -241,31 +244,51 @@ func TestPropertiesRandom(t *testing.T) {
 		n = 300
 	}
 	rules := map[string]int{}
-	bounded := 0
 	for range n {
 		c := randomHistory(r)
 		checkCase(t, c)
 
-		h := c.h
+		h := c.h // passes numbered 1, 2, ...: index i is pass i+1
 		s := Smart{Window: c.window, MinPages: c.minPages}
 		w := s.window()
-		q := -1 // index of the first pass (from pass 3) whose count did not fall
-		for i := 2; i < len(h.Passes); i++ {
-			if h.pages(h.Passes[i].RemainingBytes) >= h.pages(h.Passes[i-1].RemainingBytes) {
-				q = i
+		pages := func(i int) int64 { return h.pages(h.Passes[i].RemainingBytes) }
+		want, wantRule := -1, "" // the first index at which Smart must stop, and why
+		for i := 1; i < len(h.Passes) && want < 0; i++ {
+			if floor := minPages(s.MinPages); floor > 0 && pages(i) < floor {
+				want, wantRule = i, RuleFewPages
 				break
+			}
+			if i < w { // the window holds passes 2..i+1: not full yet
+				continue
+			}
+			// 100 ms of the latest measured rate, in whole pages.
+			var slack int64
+			for k := i; k >= 0; k-- {
+				if rate := h.Passes[k].WireRate; rate > 0 {
+					slack = int64(rate / 10 / float64(h.pageSize()))
+					break
+				}
+			}
+			stalled := false
+			for k := w; k <= i; k++ {
+				stalled = stalled || pages(k-w+1)-pages(k) <= slack
+			}
+			low, fell := true, false
+			for k := i - w + 1; k < i; k++ {
+				low = low && pages(i) <= pages(k)
+				fell = fell || pages(k+1) < pages(k)
+			}
+			switch {
+			case stalled && low:
+				want, wantRule = i, RuleLocalMinimum
+			case !fell:
+				want, wantRule = i, RuleNoProgress
 			}
 		}
 		at, d := Replay(s, h)
 		rules[d.Rule]++
-		if q >= 0 && q+w-2 < len(h.Passes) {
-			bounded++
-		}
-		switch {
-		case q >= 0 && q+w-2 < len(h.Passes) && (at < 0 || at > q+w-2):
-			t.Fatalf("window %d, first stall at pass %d: stopped at index %d (%s)\n%+v", w, q+1, at, d, h.Passes)
-		case at >= 0 && (q < 0 || at < q) && d.Rule != RuleFewPages:
-			t.Fatalf("stopped at index %d before any stall (first at %d): %s", at, q, d)
+		if at != want || (want >= 0 && d.Rule != wantRule) {
+			t.Fatalf("window %d: stopped at index %d (%s), want index %d by %s\n%+v", w, at, d, want, wantRule, h.Passes)
 		}
 
 		x := Xen{MaxPasses: c.maxPasses}
@@ -275,7 +298,7 @@ func TestPropertiesRandom(t *testing.T) {
 			}
 		}
 	}
-	t.Logf("smart on %d histories: %v; the q+W-2 bound applied to %d", n, rules, bounded)
+	t.Logf("smart on %d histories: %v", n, rules)
 }
 
 // TestFuzzSeedsParse makes sure every testdata file feeds the fuzz corpus.

@@ -13,13 +13,18 @@ const (
 	DefaultMaxPasses      = 30   // Xen's DEF_MAX_ITERS 29 live passes + the paused one
 	DefaultMaxRAMMultiple = 3.0  // Xen's DEF_MAX_FACTOR
 	DefaultPageSize       = 4096 // QEMU's TARGET_PAGE_SIZE on x86, reported as ram.page-size
+
+	// DefaultSlack is Smart's Slack: QEMU acts on a forced stop at its
+	// next check of the rate and threshold, at most BUFFER_DELAY (100 ms,
+	// migration/migration.c) later.
+	DefaultSlack = 100 * time.Millisecond
 )
 
 // Rule identifiers, the Decision.Rule values. Stops first, then the reasons
 // to continue.
 const (
-	RuleLocalMinimum   = "local-minimum"    // Smart: the current count is the window's low
-	RuleNoProgress     = "no-progress"      // Smart: the low has not come back for Window-1 passes
+	RuleLocalMinimum   = "local-minimum"    // Smart: the set stopped shrinking, and the current count is the window's low
+	RuleNoProgress     = "no-progress"      // Smart: every pass of the window dirtied at least as much as it sent
 	RuleFewPages       = "few-pages"        // Smart, Xen: fewer than MinPages remain
 	RuleMaxPasses      = "max-passes"       // Xen
 	RuleMaxRAMMultiple = "max-ram-multiple" // Xen
@@ -28,7 +33,8 @@ const (
 	RuleBudgetDowntime = "budget-downtime"  // Budget: a stop would exceed MaxDowntime
 
 	RuleFirstPass   = "first-pass"      // no dirty set measured yet
-	RuleShrinking   = "shrinking"       // Smart: every pass in the window shrank
+	RuleFilling     = "filling-window"  // Smart: fewer passes than a window
+	RuleShrinking   = "shrinking"       // Smart: every window so far shrank the set as a whole
 	RuleWaiting     = "waiting-minimum" // Smart: shrinking stopped, waiting for a low
 	RuleUnderLimits = "under-limits"    // Xen: no limit reached
 	RuleQEMU        = "qemu"            // QEMU decides by its downtime limit

@@ -56,7 +56,10 @@ var synthetic = map[string]History{
 	"monotone-to-zero":       trace(testRAMPages, 20000, 8000, 3000, 1000, 300, 80, 20, 0),
 	"plateau":                trace(series(40, []int64{testRAMPages, 20000, 9000, 6000}, 5000)...),
 	"oscillation":            trace(series(40, []int64{testRAMPages, 20000, 6000, 4000, 4500, 4200, 4400, 4100}, 4600, 4300, 4450, 4150)...),
-	"oscillation-new-low":    trace(testRAMPages, 20000, 6000, 4000, 4500, 3900, 4300, 4100),
+	"oscillation-new-low":    trace(testRAMPages, 20000, 6000, 4000, 4500, 3900, 4300, 4100, 3800),
+	"bump-in-decay":          trace(series(40, []int64{testRAMPages, 20000, 10000, 6000, 4000, 4200, 3000, 2500, 2200, 2100}, 2100, 2000, 2080, 2040)...),
+	"slow-decline":           trace(series(40, []int64{testRAMPages, 20000, 9000, 6000, 5000, 4900, 4820, 4750, 4690, 4640, 4600, 4570, 4550, 4540}, 4535)...),
+	"spike-on-plateau":       trace(series(40, []int64{testRAMPages, 20000, 10000, 6000, 5000, 5200, 4900, 5100, 5050, 5300, 7900, 6600, 5600, 5150}, 5000, 5100)...),
 	"dirties-more-than-sent": trace(testRAMPages, 20000, 6000, 9000, 4000, 1500, 400, 30),
 	"rising":                 trace(rising(20)...),
 	"huge-ram-multiple":      trace(testRAMPages, 120000, 125000, 118000, 122000, 119000, 121000),
@@ -82,29 +85,60 @@ func TestSyntheticTraces(t *testing.T) {
 		{"monotone-to-zero", Smart{MinPages: -1}, 0, RuleShrinking},
 		{"monotone-to-zero", Xen{MinPages: -1}, 0, RuleUnderLimits},
 
-		// 5000, 5000: the pass dirtied as much as it sent, and the count is
-		// the window's low.
-		{"plateau", smart, 6, RuleLocalMinimum},
+		// The set reaches 5000 pages at pass 5; the window of passes 5-9
+		// is the first that does not shrink it (5000 to 5000), and pass 9
+		// is its low. With a window of 2 that is pass 6.
+		{"plateau", smart, 9, RuleLocalMinimum},
 		{"plateau", Smart{Window: 2}, 6, RuleLocalMinimum},
 		{"plateau", xen, 30, RuleMaxPasses},
 		{"plateau", Xen{MaxPasses: 5}, 5, RuleMaxPasses},
 		{"plateau", Xen{MaxPasses: -1}, 0, RuleUnderLimits}, // 3x RAM needs 46 more passes
 
-		// 4500 >= 4000 arms the search at pass 5; 4200, 4400, 4100 never get
-		// back to 4000, which is the strict low of the full window at pass 8.
-		{"oscillation", smart, 8, RuleNoProgress},
+		// Passes 4-8 do not shrink the set (4000 to 4100). The low of 4000
+		// never comes back; Smart stops at the first pass that is the low
+		// of its own window: 4150 at pass 16 (passes 12-16), with a window
+		// of 8 too (passes 9-16). A window of 2 stops at the first rise.
+		{"oscillation", smart, 16, RuleLocalMinimum},
 		{"oscillation", Smart{Window: 2}, 5, RuleNoProgress},
-		{"oscillation", Smart{Window: 8}, 11, RuleNoProgress},
+		{"oscillation", Smart{Window: 8}, 16, RuleLocalMinimum},
 		{"oscillation", xen, 30, RuleMaxPasses},
-		{"oscillation-new-low", smart, 6, RuleLocalMinimum},
+		// Passes 4-8 stop shrinking (4000 to 4100) but 3900 at pass 6 is
+		// lower; Smart waits for the window's low and gets 3800 at pass 9.
+		{"oscillation-new-low", smart, 9, RuleLocalMinimum},
+		{"oscillation-new-low", Smart{Window: 2}, 5, RuleNoProgress},
 
-		// The burst at pass 4 does not stop Smart at 9000 pages; the next
-		// pass is back below the low and Smart stops there.
-		{"dirties-more-than-sent", smart, 5, RuleLocalMinimum},
+		// The rise 4000 to 4200 at pass 6 is one noisy pass in a decay:
+		// every window still shrinks the set until passes 11-15 (2100 to
+		// 2100), and Smart stops at the window's low, 2000 at pass 16.
+		// Judged pass by pass (a window of 2) it would stop at 4200.
+		{"bump-in-decay", smart, 16, RuleLocalMinimum},
+		{"bump-in-decay", Smart{Window: 2}, 6, RuleNoProgress},
+		{"bump-in-decay", xen, 30, RuleMaxPasses},
+
+		// 100 ms at 100 Mbit/s is 305 pages. Passes 5-9 cut the set by
+		// 310 pages, passes 6-10 by 260: Smart stops at pass 10, the low.
+		// Without the slack it waits until passes 15-19 hold 4535 pages
+		// each, 105 pages fewer for 9 more passes.
+		{"slow-decline", smart, 10, RuleLocalMinimum},
+		{"slow-decline", Smart{Slack: -1}, 19, RuleLocalMinimum},
+		{"slow-decline", Smart{Slack: 400 * time.Millisecond}, 9, RuleLocalMinimum}, // 1220 pages
+		{"slow-decline", xen, 30, RuleMaxPasses},
+
+		// Passes 5-9 stop shrinking the set (5000 to 5050). The burst at
+		// pass 11 (7900) comes as the low of 4900 (pass 7) leaves the
+		// window; Smart waits through the burst and its tail and stops at
+		// 5150, the low of passes 10-14.
+		{"spike-on-plateau", smart, 14, RuleLocalMinimum},
+		{"spike-on-plateau", Smart{Window: 2}, 6, RuleNoProgress},
+		{"spike-on-plateau", xen, 30, RuleMaxPasses},
+
+		// The burst at pass 4 does not stop Smart: the windows keep
+		// shrinking the set down to few pages.
+		{"dirties-more-than-sent", smart, 8, RuleFewPages},
 		{"dirties-more-than-sent", Smart{Window: 2}, 4, RuleNoProgress},
 		{"dirties-more-than-sent", xen, 8, RuleFewPages},
 
-		// First pass that did not shrink: 3; stop by 3+5-2.
+		// The first full window, passes 2-6, grew the set at every pass.
 		{"rising", smart, 6, RuleNoProgress},
 		{"rising", Smart{Window: 3}, 4, RuleNoProgress},
 		// sent by pass 15: 131072 + 13*10000 + 2000*(0+...+12) = 417072
@@ -112,7 +146,10 @@ func TestSyntheticTraces(t *testing.T) {
 		{"rising", xen, 15, RuleMaxRAMMultiple},
 		{"rising", Xen{MaxRAMMultiple: 4}, 18, RuleMaxRAMMultiple},
 
-		{"huge-ram-multiple", smart, 4, RuleLocalMinimum},
+		// Passes 2-6 (120000 to 119000) and 3-7 (125000 to 121000) still
+		// shrink the set as a whole.
+		{"huge-ram-multiple", smart, 0, RuleShrinking},
+		{"huge-ram-multiple", Smart{Window: 2}, 3, RuleNoProgress},
 		// sent by pass 5: 131072+120000+125000+118000 = 494072 > 393216.
 		{"huge-ram-multiple", xen, 5, RuleMaxRAMMultiple},
 
@@ -128,8 +165,10 @@ func TestSyntheticTraces(t *testing.T) {
 		// sends 5000 pages, 1.64 s at 100 Mbit/s.
 		{"plateau", Budget{MaxTime: time.Minute, OnBreach: StopAndCopy}, 9, RuleBudgetTime},
 		{"plateau", Budget{MaxTime: time.Minute, OnBreach: StopAndCopy, MaxDowntime: time.Second}, 9, RuleBudgetDowntime},
-		{"plateau", Budget{Inner: smart, MaxTime: time.Minute, MaxDowntime: 2 * time.Second}, 6, RuleLocalMinimum},
-		{"plateau", Budget{Inner: smart, MaxDowntime: time.Second}, 6, RuleBudgetDowntime},
+		{"plateau", Budget{Inner: smart, MaxTime: 2 * time.Minute, MaxDowntime: 2 * time.Second}, 9, RuleLocalMinimum},
+		// Elapsed at pass 8 is 59.43 s: the budget ends the wait first.
+		{"plateau", Budget{Inner: smart, MaxTime: 58 * time.Second, OnBreach: StopAndCopy}, 8, RuleBudgetTime},
+		{"plateau", Budget{Inner: smart, MaxDowntime: time.Second}, 9, RuleBudgetDowntime},
 		// sent by pass 8: 131072+20000+9000+6000+3*5000 = 181072 pages.
 		{"plateau", Budget{Inner: xen, MaxBytes: 181072 * testPage, OnBreach: Abort}, 8, RuleBudgetBytes},
 	}
@@ -165,14 +204,21 @@ func TestSyntheticTraces(t *testing.T) {
 	}
 }
 
-// TestSmartWindowBound: once a pass's count does not fall (pass q), Smart
-// stops by pass q+W-2, whatever comes next.
-func TestSmartWindowBound(t *testing.T) {
+// TestSmartNoProgress: a set that falls to a low at pass 4 and then grows
+// at every pass stops Smart once the window holds only the low and the
+// rises after it, at pass 4+W-1.
+func TestSmartNoProgress(t *testing.T) {
 	for w := 2; w <= 7; w++ {
-		// Counts that stay above the low forever.
-		h := trace(series(30, []int64{testRAMPages, 9000, 5000}, 7000, 6000, 5500, 8000, 5001)...)
+		pages := []int64{testRAMPages, 9000, 7000, 5000}
+		for v := int64(5200); len(pages) < 30; v += 200 {
+			pages = append(pages, v)
+		}
+		h := trace(pages...)
 		i, d := Replay(Smart{Window: w}, h)
-		if got, want := h.Passes[i].Pass, 4+w-2; got != want || d.Rule != RuleNoProgress {
+		if i < 0 {
+			t.Fatalf("window %d: never stopped: %s", w, d)
+		}
+		if got, want := h.Passes[i].Pass, 4+w-1; got != want || d.Rule != RuleNoProgress {
 			t.Errorf("window %d: stops at pass %d by %s, want %d by %s", w, got, d.Rule, want, RuleNoProgress)
 		}
 	}
@@ -194,10 +240,13 @@ func TestDecisionReasons(t *testing.T) {
 		h      History
 		want   []string
 	}{
-		{Smart{}, trace(testRAMPages, 20000, 6000, 9000), []string{"pass 4", "9000 pages", "low of 6000 at pass 3", "pass 3 dirtied at least as many pages as it sent"}},
-		{Smart{}, trace(testRAMPages, 20000, 6000, 9000, 4000), []string{"4000 pages remain, the lowest of the last 4 passes"}},
+		{Smart{}, trace(testRAMPages, 20000, 6000, 9000), []string{"pass 4", "9000 pages remain", "3 of the 5 passes"}},
+		{Smart{}, trace(testRAMPages, 20000, 6000, 4000, 4500, 3900), []string{"pass 6: 3900 pages remain", "by more than 305 pages (this one from 20000 at pass 2)"}},
+		{Smart{}, trace(testRAMPages, 20000, 6000, 4000, 4500, 3900, 4300, 4100), []string{"pass 8: 4100 pages remain, above the low of 3900 at pass 6", "passes 4-8 did not cut the set by more than 305 pages (4000 to 4100)"}},
+		{Smart{}, synthetic["oscillation-new-low"], []string{"pass 9: 3800 pages remain, the lowest of the last 5 passes", "passes 4-8 did not"}},
+		{Smart{}, trace(rising(6)...), []string{"pass 6: 18000 pages remain", "no pass since pass 2 (10000 pages) sent more pages than it dirtied"}},
 		{Xen{}, trace(testRAMPages, 20000), []string{"pass 2", "20000 pages remain", "1.00 times RAM"}},
-		{Budget{Inner: Smart{}, MaxDowntime: time.Second}, trace(testRAMPages, 20000, 20000), []string{"local-minimum", "6.554s", "78.1 MiB", "11.9 MiB/s", "1s downtime limit"}},
+		{Budget{Inner: Smart{Window: 2}, MaxDowntime: time.Second}, trace(testRAMPages, 20000, 20000), []string{"local-minimum", "6.554s", "78.1 MiB", "11.9 MiB/s", "1s downtime limit"}},
 	}
 	for _, tt := range tests {
 		d := tt.policy.Decide(tt.h)
@@ -264,6 +313,37 @@ func TestExpectedDowntime(t *testing.T) {
 		got, ok := ExpectedDowntime(tt.remaining, tt.rate)
 		if got != tt.want || ok != tt.ok {
 			t.Errorf("ExpectedDowntime(%d, %g) = %v, %v; want %v, %v", tt.remaining, tt.rate, got, ok, tt.want, tt.ok)
+		}
+	}
+}
+
+func TestSmartSlackPages(t *testing.T) {
+	at := func(pageSize int64, rates ...float64) History {
+		h := History{PageSize: pageSize}
+		for i, r := range rates {
+			h.Passes = append(h.Passes, Pass{Pass: i + 1, Reading: Reading{WireRate: r}})
+		}
+		return h
+	}
+	tests := []struct {
+		s    Smart
+		h    History
+		want int64
+	}{
+		{Smart{}, at(4096, testRate), 305}, // 1.25 MB
+		{Smart{}, at(0, testRate), 305},
+		{Smart{}, at(65536, testRate), 19},
+		{Smart{Slack: time.Second}, at(4096, testRate), 3051},
+		{Smart{Slack: -1}, at(4096, testRate), 0},
+		{Smart{}, at(4096, 1e6, testRate, 0), 305}, // the latest measured rate
+		{Smart{}, at(4096), 0},
+		{Smart{}, at(4096, 0, -5, math.NaN()), 0},
+		{Smart{}, at(4096, math.Inf(1)), math.MaxInt64 / 2},
+		{Smart{Slack: time.Duration(math.MaxInt64)}, at(1, 1e300), math.MaxInt64 / 2},
+	}
+	for _, tt := range tests {
+		if got := tt.s.slackPages(tt.h); got != tt.want {
+			t.Errorf("%+v at %+v: %d pages, want %d", tt.s, tt.h.Passes, got, tt.want)
 		}
 	}
 }
