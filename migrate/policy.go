@@ -13,7 +13,7 @@ import (
 )
 
 // The downtime limits through which a stop policy steers QEMU
-// (qemu-migration-stream.md §7.4): a tiny one holds QEMU in pre-copy
+// (QEMU's migration_iteration_run; docs/design.md, "Stop policies"): a tiny one holds QEMU in pre-copy
 // (0 would not: QEMU 7.2 then never re-syncs and copies everything in one
 // stop), the largest QEMU accepts makes it stop and copy at its next check.
 const (
