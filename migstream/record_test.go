@@ -931,16 +931,17 @@ func shortTempDir(t *testing.T) string {
 	return dir
 }
 
-// tapTransport is a migrate.Transport that relays the stream like
-// migrate.RelayTransport and writes each direction into a file as it
-// passes: dir/src.raw from the source, dir/ret.raw from the destination.
-// It accepts one connection. Its goroutine (serve) ends when both
-// directions have ended, or when Close gives up waiting for that.
+// tapTransport is a migrate.Transport that relays the stream with a
+// migrate.Relay and writes each direction into a file as it passes:
+// dir/src.raw from the source, dir/ret.raw from the destination (the
+// connection it dials to the destination is a teeConn). Unlike
+// migrate.RelayTransport, Close lets the two QEMUs end the stream by
+// themselves first, so the recording is whole.
 type tapTransport struct {
 	dir string
 
 	toDst, toSrc *tapFile
-	ln           net.Listener
+	relay        *migrate.Relay
 	cancel       context.CancelFunc
 	done         chan error
 	mu           sync.Mutex
@@ -951,8 +952,55 @@ type tapTransport struct {
 // tapFile is one direction's copy.
 type tapFile struct {
 	path string
+	f    *os.File
+	bw   *bufio.Writer
 	n    atomic.Int64
 	eof  atomic.Bool // the sender closed its side: the copy is whole
+}
+
+func newTapFile(path string) (*tapFile, error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	return &tapFile{path: path, f: f, bw: bufio.NewWriterSize(f, 1<<20)}, nil
+}
+
+func (tf *tapFile) record(p []byte) {
+	tf.bw.Write(p) // a failure shows at close
+	tf.n.Add(int64(len(p)))
+}
+
+func (tf *tapFile) close() error {
+	return errors.Join(tf.bw.Flush(), tf.f.Close())
+}
+
+// teeConn is the relay's connection to the destination: what the relay
+// writes to it came from the source, what it reads from it goes back.
+type teeConn struct {
+	*net.UnixConn
+	toDst, toSrc *tapFile
+}
+
+func (c *teeConn) Write(p []byte) (int, error) {
+	n, err := c.UnixConn.Write(p)
+	c.toDst.record(p[:n])
+	return n, err
+}
+
+func (c *teeConn) Read(p []byte) (int, error) {
+	n, err := c.UnixConn.Read(p)
+	c.toSrc.record(p[:n])
+	if errors.Is(err, io.EOF) {
+		c.toSrc.eof.Store(true)
+	}
+	return n, err
+}
+
+// CloseWrite is the relay passing on the source's end of stream.
+func (c *teeConn) CloseWrite() error {
+	c.toDst.eof.Store(true)
+	return c.UnixConn.CloseWrite()
 }
 
 // closeWait is how long Close lets the two QEMUs end the stream by
@@ -966,104 +1014,45 @@ func (p *tapTransport) Open(ctx context.Context, incomingURI string) (string, er
 	if !ok {
 		return "", fmt.Errorf("tap: destination %s is not a unix socket", incomingURI)
 	}
-	sock := filepath.Join(p.dir, "tap.sock")
-	ln, err := net.Listen("unix", sock)
-	if err != nil {
+	var err error
+	if p.toDst, err = newTapFile(filepath.Join(p.dir, "src.raw")); err != nil {
 		return "", fmt.Errorf("tap: %w", err)
 	}
-	p.ln = ln
-	p.toDst = &tapFile{path: filepath.Join(p.dir, "src.raw")}
-	p.toSrc = &tapFile{path: filepath.Join(p.dir, "ret.raw")}
+	if p.toSrc, err = newTapFile(filepath.Join(p.dir, "ret.raw")); err != nil {
+		p.toDst.close()
+		return "", fmt.Errorf("tap: %w", err)
+	}
+	p.relay, err = migrate.NewRelay(filepath.Join(p.dir, "tap.sock"), func(ctx context.Context) (net.Conn, error) {
+		var d net.Dialer
+		c, err := d.DialContext(ctx, "unix", target)
+		if err != nil {
+			return nil, err
+		}
+		return &teeConn{UnixConn: c.(*net.UnixConn), toDst: p.toDst, toSrc: p.toSrc}, nil
+	})
+	if err != nil {
+		p.toDst.close()
+		p.toSrc.close()
+		return "", fmt.Errorf("tap: %w", err)
+	}
 	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	p.cancel = cancel
 	p.done = make(chan error, 1)
-	go func() { p.done <- p.serve(sctx, target) }()
-	return "unix:" + sock, nil
-}
-
-// serve accepts the source, dials the destination and copies both ways.
-func (p *tapTransport) serve(ctx context.Context, target string) error {
-	stop := context.AfterFunc(ctx, func() { p.ln.Close() })
-	defer stop()
-	src, err := p.ln.Accept()
-	p.ln.Close()
-	if err != nil {
-		return fmt.Errorf("tap: accept: %w", err)
-	}
-	defer src.Close()
-	var d net.Dialer
-	dst, err := d.DialContext(ctx, "unix", target)
-	if err != nil {
-		return fmt.Errorf("tap: dial destination: %w", err)
-	}
-	defer dst.Close()
-	stopConns := context.AfterFunc(ctx, func() { src.Close(); dst.Close() })
-	defer stopConns()
-	errs := make(chan error, 2)
-	go func() { errs <- copyTee(dst, src, p.toDst) }()
-	go func() { errs <- copyTee(src, dst, p.toSrc) }()
-	var first error
-	for range 2 {
-		if err := <-errs; err != nil && first == nil {
-			first = err
-			src.Close()
-			dst.Close()
-		}
-	}
-	return first
-}
-
-// copyTee copies from r to w and into tf's file; at EOF it half-closes w so
-// the far side sees the end too.
-func copyTee(w, r net.Conn, tf *tapFile) error {
-	f, err := os.Create(tf.path)
-	if err != nil {
-		return err
-	}
-	bw := bufio.NewWriterSize(f, 1<<20)
-	buf := make([]byte, 256<<10)
-	var copyErr error
-	for {
-		k, err := r.Read(buf)
-		if k > 0 {
-			if _, werr := w.Write(buf[:k]); werr != nil {
-				copyErr = fmt.Errorf("tap: write %s: %w", filepath.Base(tf.path), werr)
-				break
-			}
-			bw.Write(buf[:k])
-			tf.n.Add(int64(k))
-		}
-		if errors.Is(err, io.EOF) {
-			tf.eof.Store(true)
-			if cw, ok := w.(interface{ CloseWrite() error }); ok {
-				cw.CloseWrite()
-			}
-			break
-		}
-		if err != nil {
-			if !errors.Is(err, net.ErrClosed) {
-				copyErr = fmt.Errorf("tap: read %s: %w", filepath.Base(tf.path), err)
-			}
-			break
-		}
-	}
-	if err := bw.Flush(); err != nil && copyErr == nil {
-		copyErr = err
-	}
-	if err := f.Close(); err != nil && copyErr == nil {
-		copyErr = err
-	}
-	return copyErr
+	go func() { // ends when both directions have, or at Close
+		err := p.relay.Serve(sctx)
+		p.done <- errors.Join(err, p.toDst.close(), p.toSrc.close())
+	}()
+	return p.relay.URI(), nil
 }
 
 func (p *tapTransport) Counts() (int64, int64) {
-	if p.toDst == nil {
+	if p.relay == nil {
 		return 0, 0
 	}
-	return p.toDst.n.Load(), 0
+	return p.relay.BytesToDest(), 0
 }
 
-// Err returns serve's error once it has ended, else nil.
+// Err returns Serve's error once it has ended, else nil.
 func (p *tapTransport) Err() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -1078,17 +1067,17 @@ func (p *tapTransport) Err() error {
 }
 
 // Close waits up to closeWait for both QEMUs to end the stream, then cuts
-// it, and waits for serve.
+// it, and waits for Serve.
 func (p *tapTransport) Close() error {
 	p.closeOnce.Do(func() {
-		if p.ln == nil {
+		if p.relay == nil {
 			return
 		}
 		p.mu.Lock()
 		defer p.mu.Unlock()
 		defer p.cancel()
 		if p.done == nil {
-			return // Err has taken serve's result
+			return // Err has taken Serve's result
 		}
 		select {
 		case p.err = <-p.done:
