@@ -238,7 +238,10 @@ func (r *Reader) config() (*Record, error) {
 		return rec, err
 	}
 	out := Record{Kind: KindConfig, Machine: string(b[5:pos])}
-	var at []int // where each subsection's data starts
+	// Where each subsection's data lies: sliced from the buffer only at the
+	// end, since a later peek may move it.
+	type span struct{ from, to int }
+	var at []span
 	for {
 		b, err = r.peek(pos + 1)
 		if err != nil {
@@ -291,8 +294,7 @@ func (r *Reader) config() (*Record, error) {
 		if b, rec, err = r.need(head + size); b == nil {
 			return rec, err
 		}
-		s.Data = make([]byte, size) // resliced below: a later peek may move the buffer
-		at = append(at, head)
+		at = append(at, span{head, head + size})
 		out.Subsections = append(out.Subsections, s)
 		pos = head + size
 	}
@@ -305,8 +307,8 @@ func (r *Reader) config() (*Record, error) {
 		}
 	}
 	b, _ = r.br.Peek(pos)
-	for i, head := range at {
-		out.Subsections[i].Data = b[head : head+len(out.Subsections[i].Data)]
+	for i, sp := range at {
+		out.Subsections[i].Data = b[sp.from:sp.to]
 	}
 	r.consume(pos)
 	r.rec = out

@@ -88,11 +88,10 @@ type encoder struct {
 
 // zeroRun is a run of ZERO records not yet sent.
 type zeroRun struct {
-	n     uint64 // records in the run; 0 for none
-	cont  bool   // the first record said CONTINUE
-	name  string // its block's name, if it did not
-	page  uint64 // the first record's page
-	block uint16
+	n    uint64 // records in the run; 0 for none
+	cont bool   // the first record said CONTINUE
+	name string // its block's name, if it did not
+	page uint64 // the first record's page
 }
 
 func newEncoder(w io.Writer, cfg Config) *encoder {
@@ -401,14 +400,13 @@ func (e *encoder) flushRun() error {
 	if r.cont {
 		first.Flags |= migstream.FlagContinue
 	}
-	op, k, err := e.addr(e.op[:0], opZeroRun, &first)
+	op, _, err := e.addr(e.op[:0], opZeroRun, &first) // sets e.cur to the run's block
 	if err != nil {
 		return err
 	}
 	op = binary.AppendUvarint(op, r.n-1)
-	blk := uint16(k & (maxBlocks - 1))
 	for i := range r.n {
-		e.st.drop(key(blk, r.page+i))
+		e.st.drop(key(e.cur, r.page+i))
 	}
 	e.prev = r.page + r.n - 1
 	e.op = op
