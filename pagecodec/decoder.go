@@ -228,10 +228,7 @@ func (d *decoder) op(op byte) error {
 			return d.corrupt("reference to empty cache slot %d", t)
 		}
 		src := d.st.page(t)
-		d.hasher.Reset()
-		d.hasher.Write(src)
-		var full [32]byte
-		if !bytes.Equal(d.hasher.Sum(full[:0])[:refSumLen], sum[:]) {
+		if got := sum16(d.hasher, src); !bytes.Equal(got[:refSumLen], sum[:]) {
 			return d.corrupt("reference to slot %d: digest differs (caches out of step)", t)
 		}
 		d.st.touch(t)

@@ -269,7 +269,6 @@ func (e *encoder) page(rec *migstream.Record) error {
 		return errors.New("pagecodec: a page before the RAM block list")
 	}
 	data := rec.Data
-	var op []byte
 	var k uint64
 	var err error
 	if isZero(data) {
@@ -281,10 +280,9 @@ func (e *encoder) page(rec *migstream.Record) error {
 	}
 	// The address is the same for every encoding: write it once and set
 	// the opcode (the first byte) when the choice is made.
-	if op, k, err = e.addr(e.op[:0], opPageDelta, rec); err != nil {
+	if e.op, k, err = e.addr(e.op[:0], opPageDelta, rec); err != nil {
 		return err
 	}
-	e.op = op
 	base, haveBase := e.st.lookup(k)
 	delta := e.delta[:0]
 	deltaOK := false
@@ -298,15 +296,16 @@ func (e *encoder) page(rec *migstream.Record) error {
 	sum := crc32.Checksum(data, castagnoli)
 	if t, ok := e.index[sum]; ok && bytes.Equal(e.st.page(t), data) {
 		e.st.touch(t)
-		e.op[0] = opPageRef | e.op[0]&opContinue
+		e.setOp(opPageRef)
 		e.op = binary.AppendUvarint(e.op, uint64(t))
-		e.op = append(e.op, e.digest(data)...)
+		d := sum16(e.hasher, data)
+		e.op = append(e.op, d[:refSumLen]...)
 		e.store(k, data, sum)
 		return e.sent(&e.stats.Pages.Ref, e.op)
 	}
 	if e.seeds != nil {
 		if t, ok := e.seeds.byCRC[sum]; ok && sum16(e.hasher, data) == e.seeds.sums[t] {
-			e.op[0] = opPageSeed | e.op[0]&opContinue
+			e.setOp(opPageSeed)
 			e.op = binary.AppendUvarint(e.op, uint64(t))
 			e.store(k, data, sum)
 			return e.sent(&e.stats.Pages.Seed, e.op)
@@ -317,13 +316,13 @@ func (e *encoder) page(rec *migstream.Record) error {
 	case deltaOK && (n == 0 || len(delta) <= n):
 		return e.sendDelta(k, data)
 	case n > 0 && n < pageSize:
-		e.op[0] = opPageLZ4 | e.op[0]&opContinue
+		e.setOp(opPageLZ4)
 		e.op = binary.AppendUvarint(e.op, uint64(n))
 		e.op = append(e.op, e.lz[:n]...)
 		e.store(k, data, sum)
 		return e.sent(&e.stats.Pages.LZ4, e.op)
 	}
-	e.op[0] = opPageRaw | e.op[0]&opContinue
+	e.setOp(opPageRaw)
 	e.store(k, data, sum)
 	if err := e.emit(e.op); err != nil {
 		return err
@@ -356,12 +355,8 @@ func (e *encoder) store(k uint64, data []byte, sum uint32) {
 	e.index[sum] = s
 }
 
-func (e *encoder) digest(data []byte) []byte {
-	e.hasher.Reset()
-	e.hasher.Write(data)
-	var d [32]byte
-	return e.hasher.Sum(d[:0])[:refSumLen]
-}
+// setOp sets the opcode of the operation in e.op, keeping its CONTINUE bit.
+func (e *encoder) setOp(op byte) { e.op[0] = op | e.op[0]&opContinue }
 
 func (e *encoder) sent(c *Count, op []byte) error {
 	c.Pages++
