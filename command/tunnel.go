@@ -45,7 +45,7 @@ or with certificates from one CA (certs). The protocol: tunnel/PROTOCOL.md.
 					&cli.StringFlag{Name: "listen", Required: true, Usage: "where the source QEMU connects: unix:PATH or HOST:PORT"},
 					&cli.StringFlag{Name: "peer", Required: true, Usage: "the dest end, HOST:PORT"},
 					&cli.StringFlag{Name: "codec", Value: "on", Usage: "page codec on the stream: on|off (the dest end always understands it)"},
-					&cli.StringFlag{Name: "codec-cache", Usage: "page cache of the codec at each end, e.g. 1G (default: the guest's RAM up to 2G, a quarter of it beyond, 64M..8G)"},
+					codecCacheFlag(),
 				}, auth()...),
 				Action: func(c *cli.Context) error {
 					e := getEnv(c)

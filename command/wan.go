@@ -22,12 +22,18 @@ func wanFlags() []cli.Flag {
 		&cli.StringFlag{Name: "wan-rtt", Usage: "the emulated link's round-trip time (e.g. 50ms)"},
 		&cli.StringFlag{Name: "wan-jitter", Usage: "the emulated link's extra one-way delay, uniform in [0, jitter]"},
 		&cli.StringFlag{Name: "codec", Usage: "page codec in the tunnel (deltas, references, lz4): on|off; default on whenever the stream goes through the tunnel, and on alone it routes the stream through one"},
-		&cli.StringFlag{Name: "codec-cache", Usage: "page cache of the codec at each end, e.g. 1G (default: the guest's RAM up to 2G, a quarter of it beyond, 64M..8G)"},
+		codecCacheFlag(),
 		&cli.StringFlag{Name: "codec-seed", Usage: "the in-process dest end keeps the pages it received in this file and offers them to the next migration (a remote dest end: vmigrate tunnel dest --codec-seed)"},
 	}
 }
 
-// codecFlags reads --codec and --codec-cache; nil means no codec. def is
+// codecCacheFlag sizes the codec's page cache (run, demo, tunnel source).
+func codecCacheFlag() cli.Flag {
+	return &cli.StringFlag{Name: "codec-cache", Usage: "page cache of the codec at each end, e.g. 1G (default: the guest's RAM up to 2G, a quarter of it beyond, 64M..8G)"}
+}
+
+// codecFlags reads --codec, --codec-cache and --codec-seed; nil means no
+// codec. def is
 // the answer when --codec is not given.
 func codecFlags(c *cli.Context, def bool) (*pagecodec.Codec, error) {
 	on := def
