@@ -33,8 +33,7 @@ func codecCacheFlag() cli.Flag {
 }
 
 // codecFlags reads --codec, --codec-cache and --codec-seed; nil means no
-// codec. def is
-// the answer when --codec is not given.
+// codec. def is the answer when --codec is not given.
 func codecFlags(c *cli.Context, def bool) (*pagecodec.Codec, error) {
 	on := def
 	switch v := c.String("codec"); v {
