@@ -7,9 +7,11 @@ import (
 
 	"github.com/urfave/cli/v2"
 	"go.uber.org/zap"
+
+	"github.com/vmigrate/vmigrate/pagecodec"
 )
 
-func codecFrom(t *testing.T, def bool, args ...string) (bool, int64, error) {
+func codecFrom(t *testing.T, def bool, args ...string) (bool, pagecodec.Config, error) {
 	t.Helper()
 	fs := flag.NewFlagSet("t", flag.ContinueOnError)
 	for _, f := range wanFlags() {
@@ -24,9 +26,9 @@ func codecFrom(t *testing.T, def bool, args ...string) (bool, int64, error) {
 	c.Command = &cli.Command{Flags: wanFlags()}
 	codec, err := codecFlags(c, def)
 	if err != nil || codec == nil {
-		return false, 0, err
+		return false, pagecodec.Config{}, err
 	}
-	return true, codec.Stats().CacheMaxBytes, nil
+	return true, codec.Config(), nil
 }
 
 func TestCodecFlags(t *testing.T) {
@@ -34,6 +36,7 @@ func TestCodecFlags(t *testing.T) {
 		def     bool
 		args    []string
 		on      bool
+		effort  pagecodec.Effort
 		wantErr string
 	}{
 		{def: true, on: true},
@@ -46,16 +49,20 @@ func TestCodecFlags(t *testing.T) {
 		{def: true, args: []string{"--codec", "off", "--codec-cache", "1G"}, wantErr: "needs the codec"},
 		{def: true, args: []string{"--codec", "off", "--codec-seed", "/tmp/x"}, wantErr: "needs the codec"},
 		{def: true, args: []string{"--codec-seed", "/tmp/x"}, on: true},
+		{def: true, args: []string{"--codec-effort", "max"}, on: true, effort: pagecodec.EffortMax},
+		{def: false, args: []string{"--codec", "on", "--codec-effort", "fast"}, on: true, effort: pagecodec.EffortFast},
+		{def: true, args: []string{"--codec-effort", "best"}, wantErr: `codec effort "best": want auto, fast, lz4 or max`},
+		{def: true, args: []string{"--codec", "off", "--codec-effort", "lz4"}, wantErr: "needs the codec"},
 	} {
-		on, _, err := codecFrom(t, tc.def, tc.args...)
+		on, cfg, err := codecFrom(t, tc.def, tc.args...)
 		if tc.wantErr != "" {
 			if err == nil || !strings.Contains(err.Error(), tc.wantErr) || exitCode(err) != ExitUsage {
 				t.Errorf("%v: err %v, want usage error %q", tc.args, err, tc.wantErr)
 			}
 			continue
 		}
-		if err != nil || on != tc.on {
-			t.Errorf("%v (default %v): on %v, err %v; want on %v", tc.args, tc.def, on, err, tc.on)
+		if err != nil || on != tc.on || cfg.Effort != tc.effort {
+			t.Errorf("%v (default %v): on %v, effort %v, err %v; want on %v, effort %v", tc.args, tc.def, on, cfg.Effort, err, tc.on, tc.effort)
 		}
 	}
 }

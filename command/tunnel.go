@@ -45,8 +45,7 @@ or with certificates from one CA (certs). The protocol: tunnel/PROTOCOL.md.
 					&cli.StringFlag{Name: "listen", Required: true, Usage: "where the source QEMU connects: unix:PATH or HOST:PORT"},
 					&cli.StringFlag{Name: "peer", Required: true, Usage: "the dest end, HOST:PORT"},
 					&cli.StringFlag{Name: "codec", Value: "on", Usage: "page codec on the stream: on|off (the dest end always understands it)"},
-					codecCacheFlag(),
-				}, auth()...),
+				}, append(encoderFlags(), auth()...)...),
 				Action: func(c *cli.Context) error {
 					e := getEnv(c)
 					cfg, err := requireAuth(c, "source")

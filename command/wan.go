@@ -17,23 +17,26 @@ import (
 // wanFlags route a migration through vmigrate's tunnel and, when asked,
 // an emulated WAN link.
 func wanFlags() []cli.Flag {
-	return []cli.Flag{
+	return append([]cli.Flag{
 		&cli.StringFlag{Name: "wan-bandwidth", Usage: "emulate a WAN link of this bandwidth (e.g. 100mbit) between the tunnel's ends"},
 		&cli.StringFlag{Name: "wan-rtt", Usage: "the emulated link's round-trip time (e.g. 50ms)"},
 		&cli.StringFlag{Name: "wan-jitter", Usage: "the emulated link's extra one-way delay, uniform in [0, jitter]"},
 		&cli.StringFlag{Name: "codec", Usage: "page codec in the tunnel (deltas, references, lz4): on|off; default on whenever the stream goes through the tunnel, and on alone it routes the stream through one"},
-		codecCacheFlag(),
 		&cli.StringFlag{Name: "codec-seed", Usage: "the in-process dest end keeps the pages it received in this file and offers them to the next migration (a remote dest end: vmigrate tunnel dest --codec-seed)"},
+	}, encoderFlags()...)
+}
+
+// encoderFlags set up the codec's encoder (run, demo, tunnel source).
+func encoderFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "codec-cache", Usage: "page cache of the codec at each end, e.g. 1G (default: the guest's RAM up to 2G, a quarter of it beyond, 64M..8G)"},
+		&cli.StringFlag{Name: "codec-effort", Value: "auto", Usage: "how hard the codec compresses pages it cannot send as deltas or references: fast (not at all), lz4, max (lz4, and deflate where it is smaller), or auto: harder while the link keeps the codec waiting, less while the link waits for it"},
 	}
 }
 
-// codecCacheFlag sizes the codec's page cache (run, demo, tunnel source).
-func codecCacheFlag() cli.Flag {
-	return &cli.StringFlag{Name: "codec-cache", Usage: "page cache of the codec at each end, e.g. 1G (default: the guest's RAM up to 2G, a quarter of it beyond, 64M..8G)"}
-}
-
-// codecFlags reads --codec, --codec-cache and --codec-seed; nil means no
-// codec. def is the answer when --codec is not given.
+// codecFlags reads --codec, --codec-cache, --codec-effort and
+// --codec-seed; nil means no codec. def is the answer when --codec is not
+// given.
 func codecFlags(c *cli.Context, def bool) (*pagecodec.Codec, error) {
 	on := def
 	switch v := c.String("codec"); v {
@@ -55,6 +58,16 @@ func codecFlags(c *cli.Context, def bool) (*pagecodec.Codec, error) {
 			return nil, withCode(ExitUsage, fmt.Errorf("--codec-cache needs the codec (it is off)"))
 		}
 		cfg.CacheBytes = int64(n)
+	}
+	if v := c.String("codec-effort"); v != "" {
+		eff, err := pagecodec.ParseEffort(v)
+		if err != nil {
+			return nil, withCode(ExitUsage, fmt.Errorf("--codec-effort: %w", err))
+		}
+		if eff != pagecodec.EffortAuto && !on {
+			return nil, withCode(ExitUsage, fmt.Errorf("--codec-effort needs the codec (it is off)"))
+		}
+		cfg.Effort = eff
 	}
 	cfg.SeedFile = c.String("codec-seed")
 	if cfg.SeedFile != "" && !on {

@@ -15,7 +15,7 @@ import (
 )
 
 // Name is the codec's name on a tunnel channel.
-const Name = "vmpc1"
+const Name = "vmpc2"
 
 // PageSize is the page the codec works on (x86's target page).
 const PageSize = migstream.PageSize
@@ -44,6 +44,9 @@ type Config struct {
 	// SeedFile, on a dest end, keeps the pages of the last stream it
 	// decoded, and offers them to the next stream's encoder (seed.go).
 	SeedFile string
+	// Effort is how hard the encoder compresses; the zero value follows
+	// the link (EffortAuto).
+	Effort Effort
 }
 
 func (c Config) cacheSlots(guest uint64) int32 {
@@ -81,6 +84,9 @@ func New(cfg Config) *Codec { return &Codec{cfg: cfg, live: make(map[*encoder]St
 
 // Name is the codec's name on a tunnel channel.
 func (c *Codec) Name() string { return Name }
+
+// Config is the codec's configuration.
+func (c *Codec) Config() Config { return c.cfg }
 
 // Stats adds up every stream encoded so far, including running ones.
 func (c *Codec) Stats() Stats {

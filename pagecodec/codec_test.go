@@ -2,12 +2,15 @@ package pagecodec_test
 
 import (
 	"bytes"
+	"compress/flate"
+	"encoding/binary"
 	"errors"
 	"io"
 	"math/rand/v2"
 	"strings"
 	"testing"
 	"testing/iotest"
+	"time"
 
 	"github.com/vmigrate/vmigrate/migstream"
 	"github.com/vmigrate/vmigrate/migstream/migstreamtest"
@@ -141,7 +144,7 @@ func (g *guest) stream(passes, dirty int) []byte {
 func TestRoundTripGuest(t *testing.T) {
 	g := newGuest(2000, 1)
 	in := g.stream(6, 400)
-	enc, st := roundTrip(t, in, pagecodec.Config{})
+	enc, st := roundTrip(t, in, pagecodec.Config{Effort: pagecodec.EffortLZ4})
 	p := st.Pages
 	t.Logf("stream %d bytes, encoded %d (%.1f%%): %+v zero records %+v", len(in), len(enc), 100*float64(len(enc))/float64(len(in)), p, st.ZeroRecords)
 	if p.Delta.Pages < 6*300 || p.Ref.Pages < 300 || p.LZ4.Pages < 600 || p.Raw.Pages < 300 || st.ZeroRecords.Pages < 400 {
@@ -163,8 +166,8 @@ func TestRoundTripGuest(t *testing.T) {
 func TestRoundTripSmallCache(t *testing.T) {
 	g := newGuest(1500, 2)
 	in := g.stream(5, 500)
-	_, big := roundTrip(t, in, pagecodec.Config{})
-	_, small := roundTrip(t, in, pagecodec.Config{CacheBytes: 64 * ps})
+	_, big := roundTrip(t, in, pagecodec.Config{Effort: pagecodec.EffortLZ4})
+	_, small := roundTrip(t, in, pagecodec.Config{CacheBytes: 64 * ps, Effort: pagecodec.EffortLZ4})
 	if small.CacheEvictions == 0 || small.CacheMaxBytes != 64*ps || small.CacheBytes > 256*ps {
 		t.Errorf("small cache: %d evictions, max %d, used %d", small.CacheEvictions, small.CacheMaxBytes, small.CacheBytes)
 	}
@@ -215,7 +218,15 @@ func TestDecoderRejectsCorruptStreams(t *testing.T) {
 		t.Fatal(err)
 	}
 	enc := e.Bytes()
-	hdr := []byte("VMPC\x01")
+	hdr := []byte("VMPC\x02")
+	deflated := func(p []byte) []byte { // a page-deflate operation for page 0 of block "a"
+		var b bytes.Buffer
+		w, _ := flate.NewWriter(&b, flate.BestSpeed)
+		w.Write(p)
+		w.Close()
+		return cat([]byte{2, 8, 0x16, 1, 'a', 0}, binary.AppendUvarint(nil, uint64(b.Len())), b.Bytes())
+	}
+	text := textPage(rand.New(rand.NewPCG(5, 5)))
 	for _, tc := range []struct {
 		name, why string
 		data      []byte
@@ -223,6 +234,7 @@ func TestDecoderRejectsCorruptStreams(t *testing.T) {
 		{"no header", "no codec header", []byte("VM")},
 		{"wrong magic", "not a page codec stream", append([]byte("QEVM\x01"), 1, 0)},
 		{"future version", "codec version 9", []byte("VMPC\x09")},
+		{"version 1", "codec version 1", []byte("VMPC\x01")},
 		{"unknown op", "unknown operation 0x7f", append(bytes.Clone(hdr), 0x7f)},
 		{"page before cache", "a page before the cache size", append(bytes.Clone(hdr), 0x14, 1, 'a', 0)},
 		{"cache twice", "cache size given twice", append(bytes.Clone(hdr), 2, 1, 2, 1)},
@@ -234,6 +246,16 @@ func TestDecoderRejectsCorruptStreams(t *testing.T) {
 		{"delta without base", "no earlier version", append(bytes.Clone(hdr), 2, 8, 0x12, 1, 'a', 0, 2, 0, 1)},
 		{"delta out of bounds", "malformed page delta", cat(hdr, []byte{2, 8, 0x14, 1, 'a', 0}, make([]byte, ps), []byte{0x92, 0, 3, 0xff, 0x1f, 1})},
 		{"bad lz4", "lz4 block does not give one page", append(bytes.Clone(hdr), 2, 8, 0x13, 1, 'a', 0, 3, 1, 2, 3)},
+		{"deflate too long", "deflate length", append(bytes.Clone(hdr), 2, 8, 0x16, 1, 'a', 0, 0x80, 0x20)},
+		{"bad deflate", "deflate data does not give one page", append(bytes.Clone(hdr), 2, 8, 0x16, 1, 'a', 0, 3, 0xff, 0xff, 0xff)},
+		{"deflate short of a page", "deflate data does not give one page", cat(hdr, deflated(text[:ps-1]))},
+		{"deflate past a page", "deflate data does not give one page", cat(hdr, deflated(append(bytes.Clone(text), 'x')))},
+		{"deflate with trailing bytes", "deflate data does not give one page", func() []byte {
+			op := deflated(text)
+			op[6]++ // one more byte of data than DEFLATE uses
+			return cat(hdr, op, []byte{0})
+		}()},
+		{"truncated deflate", "truncated", cat(hdr, deflated(text)[:20])},
 		{"seed not announced", "seed 0 of 0 announced", append(bytes.Clone(hdr), 2, 8, 0x15, 1, 'a', 0, 0)},
 		{"truncated raw page", "truncated", append(bytes.Clone(hdr), 2, 8, 0x14, 1, 'a', 0, 1, 2)},
 		{"truncated real stream", "truncated", enc[:len(enc)/2+1]},
@@ -284,4 +306,101 @@ func TestZeroRunsKeepStreamOrder(t *testing.T) {
 	}
 	b.Part().Zero("pc.ram", 3).EOS()
 	roundTrip(t, b.DeviceState(10).Bytes(), pagecodec.Config{})
+}
+
+// Every effort rebuilds the stream exactly; each uses the encodings it
+// promises: fast never compresses, max sends text pages with DEFLATE when
+// that beats LZ4, and costs fewer bytes than lz4.
+func TestRoundTripEfforts(t *testing.T) {
+	in := newGuest(1500, 11).stream(3, 300)
+	var size [4]int
+	for _, eff := range []pagecodec.Effort{pagecodec.EffortFast, pagecodec.EffortLZ4, pagecodec.EffortMax} {
+		enc, st := roundTrip(t, in, pagecodec.Config{Effort: eff})
+		size[eff] = len(enc)
+		p := st.Pages
+		t.Logf("%v: %d bytes, %+v, effort %+v", eff, len(enc), p, st.EffortMs)
+		if st.Effort != eff.String() {
+			t.Errorf("%v: stats say effort %q", eff, st.Effort)
+		}
+		switch eff {
+		case pagecodec.EffortFast:
+			if p.LZ4.Pages != 0 || p.Deflate.Pages != 0 || p.Raw.Pages == 0 || p.Delta.Pages == 0 {
+				t.Errorf("fast: %+v", p)
+			}
+		case pagecodec.EffortLZ4:
+			if p.LZ4.Pages == 0 || p.Deflate.Pages != 0 {
+				t.Errorf("lz4: %+v", p)
+			}
+		case pagecodec.EffortMax:
+			if p.Deflate.Pages == 0 {
+				t.Errorf("max: no page went out with DEFLATE: %+v", p)
+			}
+		}
+	}
+	if !(size[pagecodec.EffortMax] < size[pagecodec.EffortLZ4] && size[pagecodec.EffortLZ4] < size[pagecodec.EffortFast]) {
+		t.Errorf("encoded sizes fast %d, lz4 %d, max %d: want each effort smaller", size[1], size[2], size[3])
+	}
+}
+
+// ParseEffort takes the flag's names and refuses others.
+func TestParseEffort(t *testing.T) {
+	for _, e := range []pagecodec.Effort{pagecodec.EffortAuto, pagecodec.EffortFast, pagecodec.EffortLZ4, pagecodec.EffortMax} {
+		if got, err := pagecodec.ParseEffort(e.String()); err != nil || got != e {
+			t.Errorf("ParseEffort(%q) = %v, %v", e.String(), got, err)
+		}
+	}
+	if _, err := pagecodec.ParseEffort("fastest"); err == nil || !strings.Contains(err.Error(), "auto, fast, lz4 or max") {
+		t.Errorf("ParseEffort(fastest): %v", err)
+	}
+}
+
+// slowWriter is a link that takes its time: every write blocks for delay.
+type slowWriter struct {
+	w     io.Writer
+	delay time.Duration
+}
+
+func (s slowWriter) Write(p []byte) (int, error) { time.Sleep(s.delay); return s.w.Write(p) }
+
+// With EffortAuto the encoder compresses hardest behind a slow link and
+// stops compressing when the link takes everything at once; either way
+// the stream comes back exact.
+func TestEffortAutoFollowsLink(t *testing.T) {
+	rng := rand.New(rand.NewPCG(12, 12))
+	const n = 4000
+	b := migstreamtest.NewBuilder().Start(migstreamtest.Blocks(n)...).Part()
+	for i := range uint64(n) {
+		if i%2 == 0 {
+			b.Page("pc.ram", i, textPage(rng))
+		} else {
+			b.Page("pc.ram", i, binaryPage(rng))
+		}
+	}
+	in := b.EOS().Bytes()
+	for _, link := range []struct {
+		name  string
+		delay time.Duration
+	}{{"slow", 40 * time.Millisecond}, {"instant", 0}} {
+		t.Run(link.name, func(t *testing.T) {
+			c := pagecodec.New(pagecodec.Config{})
+			var e, d bytes.Buffer
+			if err := c.Encode(slowWriter{&e, link.delay}, bytes.NewReader(in)); err != nil {
+				t.Fatal(err)
+			}
+			if err := c.Decode(&d, bytes.NewReader(e.Bytes())); err != nil || !bytes.Equal(d.Bytes(), in) {
+				t.Fatalf("round trip failed: %v", err)
+			}
+			st := c.Stats()
+			t.Logf("%d bytes; pages %+v; effort %+v", e.Len(), st.Pages, st.EffortMs)
+			if st.Effort != "auto" {
+				t.Errorf("stats say effort %q", st.Effort)
+			}
+			if link.delay > 0 && (st.EffortMs.Max == 0 || st.Pages.Deflate.Pages == 0 || st.EffortMs.Fast > 0) {
+				t.Errorf("behind a slow link: effort %+v, pages %+v; want max and no fast", st.EffortMs, st.Pages)
+			}
+			if link.delay == 0 && (st.EffortMs.Fast == 0 || st.Pages.Raw.Pages == 0 || st.EffortMs.Max > 0) {
+				t.Errorf("on an instant link: effort %+v, pages %+v; want fast and no max", st.EffortMs, st.Pages)
+			}
+		})
+	}
 }

@@ -3,6 +3,7 @@ package pagecodec
 import (
 	"bufio"
 	"bytes"
+	"compress/flate"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -50,6 +51,8 @@ type decoder struct {
 	scratch  []byte
 	hdr      []byte
 	hasher   *blake3.Hasher
+	fz       io.ReadCloser // a DEFLATE reader, made at the first use
+	fzSrc    bytes.Reader
 	pages    int64
 	seeds    *seedPages // the dest end's seeds, nil for none
 }
@@ -171,7 +174,7 @@ func (d *decoder) op(op byte) error {
 	cont := op&opContinue != 0
 	kind := op &^ opContinue
 	switch kind {
-	case opZeroRun, opForget, opPageZero, opPageRef, opPageDelta, opPageLZ4, opPageRaw, opPageSeed:
+	case opZeroRun, opForget, opPageZero, opPageRef, opPageDelta, opPageLZ4, opPageFlate, opPageRaw, opPageSeed:
 	default:
 		return d.corrupt("unknown operation 0x%02x", op)
 	}
@@ -284,6 +287,20 @@ func (d *decoder) op(op byte) error {
 			return d.corrupt("page %d: lz4 block does not give one page", page)
 		}
 		return d.writePage(page, cont, name, dst)
+	case opPageFlate:
+		n, err := d.uvarint(pageSize-1, "deflate length")
+		if err != nil {
+			return err
+		}
+		src := d.scratch[:n]
+		if _, err := io.ReadFull(d.in, src); err != nil {
+			return d.readErr(err)
+		}
+		dst := d.st.page(d.st.slotFor(k))
+		if !d.inflate(dst, src) {
+			return d.corrupt("page %d: deflate data does not give one page", page)
+		}
+		return d.writePage(page, cont, name, dst)
 	default: // opPageRaw
 		dst := d.st.page(d.st.slotFor(k))
 		if _, err := io.ReadFull(d.in, dst); err != nil {
@@ -291,6 +308,23 @@ func (d *decoder) op(op byte) error {
 		}
 		return d.writePage(page, cont, name, dst)
 	}
+}
+
+// inflate fills dst from DEFLATE data that must hold exactly len(dst)
+// bytes and end there.
+func (d *decoder) inflate(dst, src []byte) bool {
+	d.fzSrc.Reset(src)
+	if d.fz == nil {
+		d.fz = flate.NewReader(&d.fzSrc)
+	} else if err := d.fz.(flate.Resetter).Reset(&d.fzSrc, nil); err != nil {
+		return false
+	}
+	if _, err := io.ReadFull(d.fz, dst); err != nil {
+		return false
+	}
+	var one [1]byte
+	n, err := d.fz.Read(one[:])
+	return n == 0 && err == io.EOF && d.fzSrc.Len() == 0
 }
 
 // addr reads an operation's page address.

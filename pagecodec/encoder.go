@@ -3,6 +3,7 @@ package pagecodec
 import (
 	"bufio"
 	"bytes"
+	"compress/flate"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -19,7 +20,7 @@ import (
 // Wire constants; doc.go describes them.
 const (
 	magic   = "VMPC"
-	version = 1
+	version = 2
 
 	opLiteral   = 0x01
 	opCache     = 0x02
@@ -31,6 +32,7 @@ const (
 	opPageLZ4   = 0x13
 	opPageRaw   = 0x14
 	opPageSeed  = 0x15
+	opPageFlate = 0x16
 	opContinue  = 0x80
 
 	maxLiteral = 1 << 20
@@ -44,6 +46,9 @@ const (
 	deltaTake = 64
 	// deltaLimit stops a delta that has grown past half a page.
 	deltaLimit = pageSize / 2
+	// flateFrom is the LZ4 block size from which EffortMax tries DEFLATE:
+	// below it the bytes DEFLATE could save are not worth its time.
+	flateFrom = pageSize / 8
 	// litFlush sends pending literal bytes once they reach this size.
 	litFlush  = 64 << 10
 	outBuffer = 256 << 10
@@ -75,6 +80,9 @@ type encoder struct {
 	delta   []byte
 	lz      []byte
 	comp    pageCompressor
+	fz      *flate.Writer
+	fzBuf   bytes.Buffer
+	pace    *pacer
 	hasher  *blake3.Hasher
 	run     zeroRun
 	stats   Stats
@@ -95,9 +103,14 @@ type zeroRun struct {
 }
 
 func newEncoder(w io.Writer, cfg Config) *encoder {
+	p := newPacer(time.Now())
+	if cfg.Effort != EffortAuto {
+		p.level = cfg.Effort
+	}
 	return &encoder{
 		cfg:    cfg,
-		out:    bufio.NewWriterSize(w, outBuffer),
+		pace:   p,
+		out:    bufio.NewWriterSize(waitWriter{w, p}, outBuffer),
 		blocks: make(map[string]uint16),
 		index:  make(map[uint32]int32),
 		lz:     make([]byte, lz4Bound),
@@ -111,7 +124,12 @@ func (e *encoder) encode(src io.Reader) error {
 		return writeErr(err)
 	}
 	e.stats.EncodedBytes += int64(len(magic) + 1)
-	r := migstream.NewReader(src)
+	e.stats.Effort = e.cfg.Effort.String()
+	defer func() {
+		e.pace.finish(time.Now())
+		e.stats.Spent = e.pace.spent
+	}()
+	r := migstream.NewReader(waitReader{src, e.pace})
 	for {
 		if r.Buffered() == 0 {
 			if err := e.flush(); err != nil {
@@ -212,6 +230,7 @@ func (e *encoder) configure(total uint64) error {
 		case <-t.C: // go on without seeds; ToLocal still reads it
 		}
 		t.Stop()
+		e.pace.start = time.Now() // waiting for seeds is not the link's pace
 		if e.seeds != nil {
 			e.stats.SeedPages = int64(len(e.seeds.sums))
 		}
@@ -311,11 +330,24 @@ func (e *encoder) page(rec *migstream.Record) error {
 			return e.sent(&e.stats.Pages.Seed, e.op)
 		}
 	}
-	n := e.comp.compress(e.lz, data, pageSize-1)
+	if e.cfg.Effort == EffortAuto {
+		e.pace.page(time.Now)
+	}
+	level := e.pace.level
+	n := 0
+	if level >= EffortLZ4 {
+		n = e.comp.compress(e.lz, data, pageSize-1)
+	}
 	switch {
 	case deltaOK && (n == 0 || len(delta) <= n):
 		return e.sendDelta(k, data)
-	case n > 0 && n < pageSize:
+	case level >= EffortMax && n > flateFrom && e.deflate(data, n):
+		e.setOp(opPageFlate)
+		e.op = binary.AppendUvarint(e.op, uint64(e.fzBuf.Len()))
+		e.op = append(e.op, e.fzBuf.Bytes()...)
+		e.store(k, data, sum)
+		return e.sent(&e.stats.Pages.Deflate, e.op)
+	case n > 0:
 		e.setOp(opPageLZ4)
 		e.op = binary.AppendUvarint(e.op, uint64(n))
 		e.op = append(e.op, e.lz[:n]...)
@@ -333,6 +365,24 @@ func (e *encoder) page(rec *migstream.Record) error {
 	e.stats.Pages.Raw.Pages++
 	e.stats.Pages.Raw.Bytes += int64(len(e.op) + len(data))
 	return nil
+}
+
+// deflate compresses data into e.fzBuf and reports whether it came out
+// smaller than limit bytes.
+func (e *encoder) deflate(data []byte, limit int) bool {
+	e.fzBuf.Reset()
+	if e.fz == nil {
+		e.fz, _ = flate.NewWriter(&e.fzBuf, flate.BestSpeed) // the level is valid
+	} else {
+		e.fz.Reset(&e.fzBuf)
+	}
+	if _, err := e.fz.Write(data); err != nil {
+		return false
+	}
+	if err := e.fz.Close(); err != nil {
+		return false
+	}
+	return e.fzBuf.Len() < limit
 }
 
 func (e *encoder) sendDelta(k uint64, data []byte) error {

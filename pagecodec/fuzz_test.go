@@ -18,7 +18,8 @@ func FuzzRoundTrip(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, in []byte) {
-		roundTrip(t, in, pagecodec.Config{CacheBytes: 16 * ps})
+		eff := pagecodec.Effort(1 + len(in)%3) // fast, lz4 or max
+		roundTrip(t, in, pagecodec.Config{CacheBytes: 16 * ps, Effort: eff})
 	})
 }
 
@@ -26,9 +27,9 @@ func FuzzRoundTrip(f *testing.F) {
 // a panic, and never a cache beyond the decoder's limit.
 func FuzzDecode(f *testing.F) {
 	var e bytes.Buffer
-	pagecodec.New(pagecodec.Config{CacheBytes: 16 * ps}).Encode(&e, bytes.NewReader(newGuest(40, 9).stream(2, 20)))
+	pagecodec.New(pagecodec.Config{CacheBytes: 16 * ps, Effort: pagecodec.EffortMax}).Encode(&e, bytes.NewReader(newGuest(40, 9).stream(2, 20)))
 	f.Add(e.Bytes())
-	f.Add([]byte("VMPC\x01\x02\x08\x14\x01a\x00"))
+	f.Add([]byte("VMPC\x02\x02\x08\x14\x01a\x00"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		err := pagecodec.New(pagecodec.Config{MaxCacheBytes: 64 * ps}).Decode(io.Discard, bytes.NewReader(data))
 		var ce *pagecodec.CorruptError

@@ -20,7 +20,12 @@ const (
 	minMatch     = 4
 	mfLimit      = 12 // LZ4: the last match starts at least this far from the end
 	lastLiterals = 5  // LZ4: the block ends with at least this many literals
-	skipStrength = 6  // LZ4's acceleration: look further apart after misses
+	// skipShift sets how fast the search speeds up through bytes that
+	// match nothing: the step is 1 + (literals so far) >> skipShift, as in
+	// Snappy. Unlike LZ4's step, which grows by one every 64 misses, it
+	// crosses a page of random bytes in about 160 probes instead of 700,
+	// and costs text almost nothing, where matches keep the run short.
+	skipShift = 5
 )
 
 func hash4(v uint32) uint32 { return v * 2654435761 >> (32 - hashBits) }
@@ -40,18 +45,15 @@ func (c *pageCompressor) compress(dst, src []byte, limit int) int {
 	end := n - mfLimit
 	i := 1
 	c.table[hash4(binary.LittleEndian.Uint32(src))] = 0
-	misses := 1 << skipStrength
 	for i < end {
 		seq := binary.LittleEndian.Uint32(src[i:])
 		h := hash4(seq)
 		cand := int(c.table[h])
 		c.table[h] = uint16(i)
 		if cand >= i || binary.LittleEndian.Uint32(src[cand:]) != seq {
-			i += misses >> skipStrength
-			misses++
+			i += 1 + (i-anchor)>>skipShift
 			continue
 		}
-		misses = 1 << skipStrength
 		// Extend backwards over equal bytes not yet emitted.
 		for i > anchor && cand > 0 && src[i-1] == src[cand-1] {
 			i--

@@ -32,7 +32,10 @@ func TestRoundTripRecorded(t *testing.T) {
 	}
 	for name, s := range streams {
 		t.Run(name, func(t *testing.T) {
-			enc, st := roundTrip(t, s, pagecodec.Config{})
+			for _, eff := range []pagecodec.Effort{pagecodec.EffortFast, pagecodec.EffortMax} {
+				roundTrip(t, s, pagecodec.Config{Effort: eff})
+			}
+			enc, st := roundTrip(t, s, pagecodec.Config{Effort: pagecodec.EffortLZ4})
 			t.Logf("%d stream bytes, %d encoded (%.1f%%); pages %+v; zero records %+v; passthrough %q",
 				len(s), len(enc), 100*float64(len(enc))/float64(len(s)), st.Pages, st.ZeroRecords, st.Passthrough)
 			if st.Passthrough == "" || strings.HasPrefix(st.Passthrough, "not understood") {

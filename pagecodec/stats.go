@@ -17,7 +17,9 @@ type Encodings struct {
 	Ref   Count `json:"ref"`
 	Delta Count `json:"delta"`
 	LZ4   Count `json:"lz4"`
-	Raw   Count `json:"raw"`
+	// Deflate pages were smaller with DEFLATE than with LZ4 (EffortMax).
+	Deflate Count `json:"deflate"`
+	Raw     Count `json:"raw"`
 	// Seed pages were found among the pages the dest end announced.
 	Seed Count `json:"seed"`
 }
@@ -27,6 +29,7 @@ func (e *Encodings) add(b Encodings) {
 	e.Ref.add(b.Ref)
 	e.Delta.add(b.Delta)
 	e.LZ4.add(b.LZ4)
+	e.Deflate.add(b.Deflate)
 	e.Raw.add(b.Raw)
 	e.Seed.add(b.Seed)
 }
@@ -62,6 +65,18 @@ type Stats struct {
 	// the dest end could not use its seed file, if it could not.
 	SeedPages int64  `json:"seed_pages"`
 	SeedError string `json:"seed_error,omitempty"`
+	// Effort is the encoder's setting; EffortMs the time the encoders
+	// spent at each level (with auto, where the link took them).
+	Effort   string                       `json:"effort,omitempty"`
+	Spent    [EffortMax + 1]time.Duration `json:"-"` // by Effort
+	EffortMs EffortTimes                  `json:"effort_ms"`
+}
+
+// EffortTimes is milliseconds spent at each effort level.
+type EffortTimes struct {
+	Fast float64 `json:"fast"`
+	LZ4  float64 `json:"lz4"`
+	Max  float64 `json:"max"`
 }
 
 func (s *Stats) add(b Stats) {
@@ -80,9 +95,17 @@ func (s *Stats) add(b Stats) {
 	s.CacheBytes += b.CacheBytes
 	s.CacheEvictions += b.CacheEvictions
 	s.SeedPages += b.SeedPages
+	if b.Effort != "" {
+		s.Effort = b.Effort
+	}
+	for i := range s.Spent {
+		s.Spent[i] += b.Spent[i]
+	}
 }
 
 func (s *Stats) finish() {
 	s.CPUMillis = float64(s.CPU.Microseconds()) / 1000
 	s.DecodeMs = float64(s.DecodeCPU.Microseconds()) / 1000
+	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+	s.EffortMs = EffortTimes{Fast: ms(s.Spent[EffortFast]), LZ4: ms(s.Spent[EffortLZ4]), Max: ms(s.Spent[EffortMax])}
 }
