@@ -49,7 +49,7 @@ func ParseEffort(s string) (Effort, error) {
 // than paceUp of the window waiting, and down when it spent less than
 // paceDown.
 const (
-	paceWindow = 20 * time.Millisecond
+	paceWindow = 100 * time.Millisecond
 	pacePages  = 64
 	paceUp     = 0.4
 	paceDown   = 0.1

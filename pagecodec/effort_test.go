@@ -50,19 +50,19 @@ func TestPacerWindow(t *testing.T) {
 	t0 := time.Unix(0, 0)
 	p := newPacer(t0)
 	calls := 0
-	clock := func() time.Time { calls++; return t0.Add(time.Duration(calls) * 15 * time.Millisecond) }
+	clock := func() time.Time { calls++; return t0.Add(time.Duration(calls) * paceWindow * 3 / 4) }
 	for range pacePages - 1 {
 		p.page(clock)
 	}
 	if calls != 0 {
 		t.Fatalf("clock read %d times before %d pages", calls, pacePages)
 	}
-	p.page(clock) // 15 ms: too short a window
+	p.page(clock) // three quarters of a window: too short
 	if p.level != EffortLZ4 || p.start != t0 {
-		t.Fatalf("a 15 ms window was judged")
+		t.Fatalf("a window shorter than %v was judged", paceWindow)
 	}
 	for range pacePages {
-		p.page(clock) // 30 ms, no waiting: down
+		p.page(clock) // one and a half, no waiting: down
 	}
 	if p.level != EffortFast || calls != 2 {
 		t.Fatalf("level %v after %d clock reads, want fast after 2", p.level, calls)
