@@ -245,7 +245,7 @@ func TestDecoderRejectsCorruptStreams(t *testing.T) {
 		{"ref to empty slot", "empty cache slot 3", append(bytes.Clone(hdr), 2, 8, 0x11, 1, 'a', 0, 3, 1, 2, 3, 4, 5, 6, 7, 8)},
 		{"delta without base", "no earlier version", append(bytes.Clone(hdr), 2, 8, 0x12, 1, 'a', 0, 2, 0, 1)},
 		{"delta out of bounds", "malformed page delta", cat(hdr, []byte{2, 8, 0x14, 1, 'a', 0}, make([]byte, ps), []byte{0x92, 0, 3, 0xff, 0x1f, 1})},
-		{"bad lz4", "lz4 block does not give one page", append(bytes.Clone(hdr), 2, 8, 0x13, 1, 'a', 0, 3, 1, 2, 3)},
+		{"bad lz4", "lz4 data does not give one page", append(bytes.Clone(hdr), 2, 8, 0x13, 1, 'a', 0, 3, 1, 2, 3)},
 		{"deflate too long", "deflate length", append(bytes.Clone(hdr), 2, 8, 0x16, 1, 'a', 0, 0x80, 0x20)},
 		{"bad deflate", "deflate data does not give one page", append(bytes.Clone(hdr), 2, 8, 0x16, 1, 'a', 0, 3, 0xff, 0xff, 0xff)},
 		{"deflate short of a page", "deflate data does not give one page", cat(hdr, deflated(text[:ps-1]))},

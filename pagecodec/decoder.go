@@ -270,8 +270,12 @@ func (d *decoder) op(op byte) error {
 			return d.corrupt("page %d: %v", page, err)
 		}
 		return d.writePage(page, cont, name, dst)
-	case opPageLZ4:
-		n, err := d.uvarint(uint64(lz4Bound), "lz4 length")
+	case opPageLZ4, opPageFlate:
+		limit, what := uint64(lz4Bound), "lz4"
+		if kind == opPageFlate {
+			limit, what = pageSize-1, "deflate"
+		}
+		n, err := d.uvarint(limit, what+" length")
 		if err != nil {
 			return err
 		}
@@ -279,26 +283,11 @@ func (d *decoder) op(op byte) error {
 		if _, err := io.ReadFull(d.in, src); err != nil {
 			return d.readErr(err)
 		}
-		// Straight into the page's slot: if the block is bad the stream
+		// Straight into the page's slot: if the data is bad the stream
 		// ends here, and the caches with it.
 		dst := d.st.page(d.st.slotFor(k))
-		m, err := lz4.UncompressBlock(src, dst)
-		if err != nil || m != pageSize {
-			return d.corrupt("page %d: lz4 block does not give one page", page)
-		}
-		return d.writePage(page, cont, name, dst)
-	case opPageFlate:
-		n, err := d.uvarint(pageSize-1, "deflate length")
-		if err != nil {
-			return err
-		}
-		src := d.scratch[:n]
-		if _, err := io.ReadFull(d.in, src); err != nil {
-			return d.readErr(err)
-		}
-		dst := d.st.page(d.st.slotFor(k))
-		if !d.inflate(dst, src) {
-			return d.corrupt("page %d: deflate data does not give one page", page)
+		if !d.unpack(kind, dst, src) {
+			return d.corrupt("page %d: %s data does not give one page", page, what)
 		}
 		return d.writePage(page, cont, name, dst)
 	default: // opPageRaw
@@ -310,9 +299,13 @@ func (d *decoder) op(op byte) error {
 	}
 }
 
-// inflate fills dst from DEFLATE data that must hold exactly len(dst)
-// bytes and end there.
-func (d *decoder) inflate(dst, src []byte) bool {
+// unpack fills dst from an LZ4 block or DEFLATE data (op) that must give
+// exactly len(dst) bytes and end there.
+func (d *decoder) unpack(op byte, dst, src []byte) bool {
+	if op == opPageLZ4 {
+		m, err := lz4.UncompressBlock(src, dst)
+		return err == nil && m == len(dst)
+	}
 	d.fzSrc.Reset(src)
 	if d.fz == nil {
 		d.fz = flate.NewReader(&d.fzSrc)
