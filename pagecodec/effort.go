@@ -116,13 +116,19 @@ type waitReader struct {
 	p *pacer
 }
 
-func (w waitReader) Read(b []byte) (int, error) { defer w.p.waitedSince(time.Now()); return w.r.Read(b) }
+func (w waitReader) Read(b []byte) (int, error) {
+	defer w.p.waitedSince(time.Now())
+	return w.r.Read(b)
+}
 
 type waitWriter struct {
 	w io.Writer
 	p *pacer
 }
 
-func (w waitWriter) Write(b []byte) (int, error) { defer w.p.waitedSince(time.Now()); return w.w.Write(b) }
+func (w waitWriter) Write(b []byte) (int, error) {
+	defer w.p.waitedSince(time.Now())
+	return w.w.Write(b)
+}
 
 func (p *pacer) waitedSince(t time.Time) { p.waited += time.Since(t) }
