@@ -53,6 +53,7 @@ func TestCodecFlags(t *testing.T) {
 		{def: false, args: []string{"--codec", "on", "--codec-effort", "fast"}, on: true, effort: pagecodec.EffortFast},
 		{def: true, args: []string{"--codec-effort", "best"}, wantErr: `codec effort "best": want auto, fast, lz4 or max`},
 		{def: true, args: []string{"--codec", "off", "--codec-effort", "lz4"}, wantErr: "needs the codec"},
+		{def: true, args: []string{"--codec", "off", "--codec-effort", "auto"}, wantErr: "needs the codec"},
 	} {
 		on, cfg, err := codecFrom(t, tc.def, tc.args...)
 		if tc.wantErr != "" {
@@ -73,8 +74,12 @@ func TestWANTransportCodec(t *testing.T) {
 	for _, tc := range []struct {
 		args         []string
 		path, parses bool
+		wantErr      string
 	}{
 		{args: nil, path: false},
+		{args: []string{"--codec-effort", "max"}, wantErr: "the codec runs in the tunnel"},
+		{args: []string{"--codec-cache", "1G"}, wantErr: "the codec runs in the tunnel"},
+		{args: []string{"--codec", "on", "--codec-effort", "max"}, path: true, parses: true},
 		{args: []string{"--wan-bandwidth", "100mbit"}, path: true, parses: true},
 		{args: []string{"--wan-bandwidth", "100mbit", "--codec", "off"}, path: true, parses: false},
 		{args: []string{"--codec", "on"}, path: true, parses: true},
@@ -92,6 +97,12 @@ func TestWANTransportCodec(t *testing.T) {
 		c := cli.NewContext(&cli.App{}, fs, nil)
 		c.Command = &cli.Command{Flags: flags}
 		tr, _, err := wanTransport(c, &env{log: zap.NewNop()}, t.TempDir())
+		if tc.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) || exitCode(err) != ExitUsage {
+				t.Errorf("%v: err %v, want usage error %q", tc.args, err, tc.wantErr)
+			}
+			continue
+		}
 		if err != nil {
 			t.Fatalf("%v: %v", tc.args, err)
 		}

@@ -64,7 +64,7 @@ func codecFlags(c *cli.Context, def bool) (*pagecodec.Codec, error) {
 		if err != nil {
 			return nil, withCode(ExitUsage, fmt.Errorf("--codec-effort: %w", err))
 		}
-		if eff != pagecodec.EffortAuto && !on {
+		if !on && (eff != pagecodec.EffortAuto || c.IsSet("codec-effort")) {
 			return nil, withCode(ExitUsage, fmt.Errorf("--codec-effort needs the codec (it is off)"))
 		}
 		cfg.Effort = eff
@@ -155,8 +155,8 @@ func wanTransport(c *cli.Context, e *env, dir string) (migrate.Transport, string
 	}
 	codecAsked := c.String("codec") == "on"
 	if link == nil && peer == "" && !given && !codecAsked {
-		if c.String("codec") == "" && (c.String("codec-cache") != "" || c.String("codec-seed") != "") {
-			return nil, "", withCode(ExitUsage, fmt.Errorf("--codec-cache/--codec-seed: the codec runs in the tunnel; give --codec on or a --wan-* flag"))
+		if c.String("codec") == "" && (c.String("codec-cache") != "" || c.String("codec-seed") != "" || c.IsSet("codec-effort")) {
+			return nil, "", withCode(ExitUsage, fmt.Errorf("--codec-cache/--codec-effort/--codec-seed: the codec runs in the tunnel; give --codec on or a --wan-* flag"))
 		}
 		return nil, "", nil
 	}

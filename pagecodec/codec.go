@@ -79,8 +79,13 @@ type Codec struct {
 	saves   sync.WaitGroup // seed files being written
 }
 
-// New returns a codec.
-func New(cfg Config) *Codec { return &Codec{cfg: cfg, live: make(map[*encoder]Stats)} }
+// New returns a codec. An Effort it does not know is EffortAuto.
+func New(cfg Config) *Codec {
+	if cfg.Effort < EffortAuto || cfg.Effort > EffortMax {
+		cfg.Effort = EffortAuto
+	}
+	return &Codec{cfg: cfg, live: make(map[*encoder]Stats)}
+}
 
 // Name is the codec's name on a tunnel channel.
 func (c *Codec) Name() string { return Name }

@@ -219,13 +219,17 @@ func TestDecoderRejectsCorruptStreams(t *testing.T) {
 	}
 	enc := e.Bytes()
 	hdr := []byte("VMPC\x02")
-	deflated := func(p []byte) []byte { // a page-deflate operation for page 0 of block "a"
+	// deflatedPlus is a page-deflate operation for page 0 of block "a"
+	// with extra bytes after the DEFLATE data, counted in its length.
+	deflatedPlus := func(p, extra []byte) []byte {
 		var b bytes.Buffer
 		w, _ := flate.NewWriter(&b, flate.BestSpeed)
 		w.Write(p)
 		w.Close()
+		b.Write(extra)
 		return cat([]byte{2, 8, 0x16, 1, 'a', 0}, binary.AppendUvarint(nil, uint64(b.Len())), b.Bytes())
 	}
+	deflated := func(p []byte) []byte { return deflatedPlus(p, nil) }
 	text := textPage(rand.New(rand.NewPCG(5, 5)))
 	for _, tc := range []struct {
 		name, why string
@@ -250,11 +254,7 @@ func TestDecoderRejectsCorruptStreams(t *testing.T) {
 		{"bad deflate", "deflate data does not give one page", append(bytes.Clone(hdr), 2, 8, 0x16, 1, 'a', 0, 3, 0xff, 0xff, 0xff)},
 		{"deflate short of a page", "deflate data does not give one page", cat(hdr, deflated(text[:ps-1]))},
 		{"deflate past a page", "deflate data does not give one page", cat(hdr, deflated(append(bytes.Clone(text), 'x')))},
-		{"deflate with trailing bytes", "deflate data does not give one page", func() []byte {
-			op := deflated(text)
-			op[6]++ // one more byte of data than DEFLATE uses
-			return cat(hdr, op, []byte{0})
-		}()},
+		{"deflate with trailing bytes", "deflate data does not give one page", cat(hdr, deflatedPlus(text, []byte{0}))},
 		{"truncated deflate", "truncated", cat(hdr, deflated(text)[:20])},
 		{"seed not announced", "seed 0 of 0 announced", append(bytes.Clone(hdr), 2, 8, 0x15, 1, 'a', 0, 0)},
 		{"truncated raw page", "truncated", append(bytes.Clone(hdr), 2, 8, 0x14, 1, 'a', 0, 1, 2)},
@@ -366,24 +366,33 @@ func (s slowWriter) Write(p []byte) (int, error) { time.Sleep(s.delay); return s
 // stops compressing when the link takes everything at once; either way
 // the stream comes back exact.
 func TestEffortAutoFollowsLink(t *testing.T) {
-	rng := rand.New(rand.NewPCG(12, 12))
-	const n = 4000
-	b := migstreamtest.NewBuilder().Start(migstreamtest.Blocks(n)...).Part()
-	for i := range uint64(n) {
-		if i%2 == 0 {
-			b.Page("pc.ram", i, textPage(rng))
-		} else {
-			b.Page("pc.ram", i, binaryPage(rng))
+	stream := func(n int) []byte {
+		rng := rand.New(rand.NewPCG(12, 12))
+		b := migstreamtest.NewBuilder().Start(migstreamtest.Blocks(uint64(n))...).Part()
+		for i := range uint64(n) {
+			if i%2 == 0 {
+				b.Page("pc.ram", i, textPage(rng))
+			} else {
+				b.Page("pc.ram", i, binaryPage(rng))
+			}
 		}
+		return b.EOS().Bytes()
 	}
-	in := b.EOS().Bytes()
 	for _, link := range []struct {
 		name  string
+		pages int
 		delay time.Duration
-	}{{"slow", 40 * time.Millisecond}, {"instant", 0}} {
+	}{
+		{"slow", 4000, 40 * time.Millisecond},
+		// Many windows, into a buffer grown beforehand: growing it is
+		// time spent in Write, which the encoder counts as waiting.
+		{"instant", 16000, 0},
+	} {
 		t.Run(link.name, func(t *testing.T) {
+			in := stream(link.pages)
 			c := pagecodec.New(pagecodec.Config{})
 			var e, d bytes.Buffer
+			e.Grow(len(in) + len(in)/8)
 			if err := c.Encode(slowWriter{&e, link.delay}, bytes.NewReader(in)); err != nil {
 				t.Fatal(err)
 			}
@@ -398,9 +407,38 @@ func TestEffortAutoFollowsLink(t *testing.T) {
 			if link.delay > 0 && (st.EffortMs.Max == 0 || st.Pages.Deflate.Pages == 0 || st.EffortMs.Fast > 0) {
 				t.Errorf("behind a slow link: effort %+v, pages %+v; want max and no fast", st.EffortMs, st.Pages)
 			}
-			if link.delay == 0 && (st.EffortMs.Fast == 0 || st.Pages.Raw.Pages == 0 || st.EffortMs.Max > 0) {
-				t.Errorf("on an instant link: effort %+v, pages %+v; want fast and no max", st.EffortMs, st.Pages)
+			// One window at lz4, then fast to the end: most pages raw.
+			if link.delay == 0 && (st.EffortMs.Fast == 0 || st.Pages.Raw.Pages <= st.Pages.LZ4.Pages || st.EffortMs.Max > 0) {
+				t.Errorf("on an instant link: effort %+v, pages %+v; want most pages at fast and none at max", st.EffortMs, st.Pages)
 			}
 		})
+	}
+}
+
+// At max, a page LZ4 cannot shrink but that uses few byte values (hex
+// text) goes out with DEFLATE; a random page is not tried.
+func TestMaxDeflatesFewSymbolPages(t *testing.T) {
+	rng := rand.New(rand.NewPCG(13, 13))
+	hexPage := make([]byte, ps)
+	for i := range hexPage {
+		hexPage[i] = "0123456789abcdef"[rng.IntN(16)]
+	}
+	in := migstreamtest.NewBuilder().Start(migstreamtest.Blocks(2)...).Part().
+		Page("pc.ram", 0, hexPage).Page("pc.ram", 1, randomPage(rng)).EOS().Bytes()
+	_, lz := roundTrip(t, in, pagecodec.Config{Effort: pagecodec.EffortLZ4})
+	_, mx := roundTrip(t, in, pagecodec.Config{Effort: pagecodec.EffortMax})
+	if lz.Pages.Raw.Pages != 2 {
+		t.Errorf("lz4: %+v, want both pages raw (LZ4 cannot shrink them)", lz.Pages)
+	}
+	if mx.Pages.Deflate.Pages != 1 || mx.Pages.Raw.Pages != 1 || mx.Pages.Deflate.Bytes > ps*6/10 {
+		t.Errorf("max: %+v, want the hex page deflated to about half, the random one raw", mx.Pages)
+	}
+}
+
+// An effort New does not know is auto, not a crash.
+func TestUnknownEffortIsAuto(t *testing.T) {
+	_, st := roundTrip(t, newGuest(50, 14).stream(1, 10), pagecodec.Config{Effort: 9})
+	if st.Effort != "auto" {
+		t.Errorf("effort %q, want auto", st.Effort)
 	}
 }

@@ -128,7 +128,7 @@ func (e *encoder) encode(src io.Reader) error {
 	defer func() {
 		e.pace.finish(time.Now())
 		e.stats.Spent = e.pace.spent
-	}()
+	}() // flush books the time so far, for stats read while the stream runs
 	r := migstream.NewReader(waitReader{src, e.pace})
 	for {
 		if r.Buffered() == 0 {
@@ -230,7 +230,8 @@ func (e *encoder) configure(total uint64) error {
 		case <-t.C: // go on without seeds; ToLocal still reads it
 		}
 		t.Stop()
-		e.pace.start = time.Now() // waiting for seeds is not the link's pace
+		// Waiting for seeds is not the link's pace: the window starts anew.
+		e.pace.start, e.pace.waited, e.pace.pages = time.Now(), 0, 0
 		if e.seeds != nil {
 			e.stats.SeedPages = int64(len(e.seeds.sums))
 		}
@@ -338,10 +339,15 @@ func (e *encoder) page(rec *migstream.Record) error {
 	if level >= EffortLZ4 {
 		n = e.comp.compress(e.lz, data, pageSize-1)
 	}
+	// DEFLATE must beat LZ4, or the page itself where LZ4 gave nothing.
+	flateLimit := n
+	if n == 0 {
+		flateLimit = pageSize
+	}
 	switch {
 	case deltaOK && (n == 0 || len(delta) <= n):
 		return e.sendDelta(k, data)
-	case level >= EffortMax && n > flateFrom && e.deflate(data, n):
+	case level >= EffortMax && (n > flateFrom || n == 0 && fewSymbols(data)) && e.deflate(data, flateLimit):
 		e.setOp(opPageFlate)
 		e.op = binary.AppendUvarint(e.op, uint64(e.fzBuf.Len()))
 		e.op = append(e.op, e.fzBuf.Bytes()...)
@@ -365,6 +371,22 @@ func (e *encoder) page(rec *migstream.Record) error {
 	e.stats.Pages.Raw.Pages++
 	e.stats.Pages.Raw.Bytes += int64(len(e.op) + len(data))
 	return nil
+}
+
+// fewSymbols reports whether a page LZ4 could not shrink still uses few
+// distinct byte values in a sample of a quarter of it (hex or base64 text,
+// say), which DEFLATE's Huffman codes shrink: a page of random bytes
+// shows about 250 of the 256, base64 64.
+func fewSymbols(p []byte) bool {
+	var seen [256]bool
+	n := 0
+	for i := 0; i < len(p); i += 4 {
+		if !seen[p[i]] {
+			seen[p[i]] = true
+			n++
+		}
+	}
+	return n <= 192
 }
 
 // deflate compresses data into e.fzBuf and reports whether it came out
@@ -523,6 +545,10 @@ func (e *encoder) flush() error {
 		e.stats.CachePages = int64(len(e.st.byKey))
 		e.stats.CacheBytes = e.st.bytes()
 		e.stats.CacheEvictions = e.st.evictions
+	}
+	e.stats.Spent = e.pace.spent
+	if d := time.Since(e.pace.start); d > 0 {
+		e.stats.Spent[e.pace.level] += d // the open window, so far
 	}
 	if e.onFlush != nil {
 		e.onFlush(e.stats)
