@@ -487,28 +487,34 @@ func saveStream(raw, base string) (*streamFile, error) {
 	return &streamFile{File: filepath.Base(out), Bytes: n, SHA256: sum, CompressedBytes: st.Size()}, nil
 }
 
+// compressBzip2 writes raw to out with the bzip2 command.
 func compressBzip2(raw, out string) error {
-	in, err := os.Open(raw)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	f, err := os.Create(out)
-	if err != nil {
-		return err
-	}
-	cmd := exec.Command("bzip2", "-9", "-c")
-	cmd.Stdin, cmd.Stdout = in, f
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Run(); err != nil {
-		f.Close()
-		return fmt.Errorf("bzip2: %w: %s", err, stderr.String())
-	}
-	return f.Close()
+	return compressFile(raw, out, func(w io.Writer, r io.Reader) error {
+		cmd := exec.Command("bzip2", "-9", "-c")
+		cmd.Stdin, cmd.Stdout = r, w
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		if err := cmd.Run(); err != nil {
+			return fmt.Errorf("bzip2: %w: %s", err, stderr.String())
+		}
+		return nil
+	})
 }
 
+// compressGzip writes raw to out with gzip at its best compression.
 func compressGzip(raw, out string) error {
+	return compressFile(raw, out, func(w io.Writer, r io.Reader) error {
+		zw, _ := gzip.NewWriterLevel(w, gzip.BestCompression)
+		if _, err := io.Copy(zw, r); err != nil {
+			return err
+		}
+		return zw.Close()
+	})
+}
+
+// compressFile opens raw, creates out and has compress copy one into the
+// other.
+func compressFile(raw, out string, compress func(w io.Writer, r io.Reader) error) error {
 	in, err := os.Open(raw)
 	if err != nil {
 		return err
@@ -518,12 +524,7 @@ func compressGzip(raw, out string) error {
 	if err != nil {
 		return err
 	}
-	zw, _ := gzip.NewWriterLevel(f, gzip.BestCompression)
-	if _, err := io.Copy(zw, in); err != nil {
-		f.Close()
-		return err
-	}
-	if err := zw.Close(); err != nil {
+	if err := compress(f, in); err != nil {
 		f.Close()
 		return err
 	}
@@ -691,19 +692,7 @@ func startBusyLab(t *testing.T, bin string, v variant) *lab.Lab {
 	cfg := labtest.Config(t, v.memMiB<<20, v.workload)
 	cfg.QEMU = bin
 	cfg.Accel = lab.AccelTCG
-	l := labtest.Start(t, cfg)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	for {
-		st, err := l.Guest.Status(ctx)
-		if err == nil && st.Workload.Populated {
-			return l
-		}
-		if ctx.Err() != nil {
-			t.Fatalf("workload never populated: %v", err)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	return labtest.WaitPopulated(t, labtest.Start(t, cfg))
 }
 
 // bareSpec is one QEMU of a variant outside the lab.

@@ -108,7 +108,13 @@ func Start(t testing.TB, cfg lab.Config) *lab.Lab {
 // its working set.
 func StartBusy(t testing.TB, mem int64, w workload.Config) *lab.Lab {
 	t.Helper()
-	l := Start(t, Config(t, mem, w))
+	return WaitPopulated(t, Start(t, Config(t, mem, w)))
+}
+
+// WaitPopulated waits, for up to 2 minutes, until l's workload has filled
+// its working set, and returns l.
+func WaitPopulated(t testing.TB, l *lab.Lab) *lab.Lab {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	for {
