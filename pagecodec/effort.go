@@ -20,8 +20,9 @@ const (
 	// EffortLZ4 compresses them with LZ4.
 	EffortLZ4
 	// EffortMax also tries DEFLATE on pages LZ4 left above an eighth of a
-	// page, and keeps the smaller: about a third fewer bytes on text, at
-	// about five times LZ4's CPU.
+	// page, or could not shrink but that use few byte values (fewSymbols),
+	// and keeps the smaller: about a third fewer bytes on text, at about
+	// five times LZ4's CPU.
 	EffortMax
 )
 
@@ -102,12 +103,14 @@ func (p *pacer) judge(t time.Time) {
 	p.start, p.waited = t, 0
 }
 
-// finish adds the open window's time to the level it ran at.
-func (p *pacer) finish(t time.Time) {
+// spentBy is the wall time at each level up to t, the open window
+// included.
+func (p *pacer) spentBy(t time.Time) [EffortMax + 1]time.Duration {
+	s := p.spent
 	if d := t.Sub(p.start); d > 0 {
-		p.spent[p.level] += d
+		s[p.level] += d
 	}
-	p.start = t
+	return s
 }
 
 // waitReader and waitWriter add the time their calls block to a pacer.

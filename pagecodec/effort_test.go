@@ -38,9 +38,8 @@ func TestPacerSteps(t *testing.T) {
 	if p.spent != want {
 		t.Errorf("spent %v, want %v", p.spent, want)
 	}
-	p.finish(now.Add(30 * time.Millisecond))
-	if p.spent[EffortLZ4] != 230*time.Millisecond {
-		t.Errorf("finish booked %v to lz4, want 230ms", p.spent[EffortLZ4])
+	if got := p.spentBy(now.Add(30 * time.Millisecond)); got[EffortLZ4] != 230*time.Millisecond || p.spent != want {
+		t.Errorf("spentBy booked %v to lz4 (want 230ms) or changed the pacer", got[EffortLZ4])
 	}
 }
 

@@ -125,10 +125,7 @@ func (e *encoder) encode(src io.Reader) error {
 	}
 	e.stats.EncodedBytes += int64(len(magic) + 1)
 	e.stats.Effort = e.cfg.Effort.String()
-	defer func() {
-		e.pace.finish(time.Now())
-		e.stats.Spent = e.pace.spent
-	}() // flush books the time so far, for stats read while the stream runs
+	defer func() { e.stats.Spent = e.pace.spentBy(time.Now()) }()
 	r := migstream.NewReader(waitReader{src, e.pace})
 	for {
 		if r.Buffered() == 0 {
@@ -546,10 +543,7 @@ func (e *encoder) flush() error {
 		e.stats.CacheBytes = e.st.bytes()
 		e.stats.CacheEvictions = e.st.evictions
 	}
-	e.stats.Spent = e.pace.spent
-	if d := time.Since(e.pace.start); d > 0 {
-		e.stats.Spent[e.pace.level] += d // the open window, so far
-	}
+	e.stats.Spent = e.pace.spentBy(time.Now()) // for stats read while the stream runs
 	if e.onFlush != nil {
 		e.onFlush(e.stats)
 	}
