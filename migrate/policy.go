@@ -66,99 +66,97 @@ func qemuDecides(p stopcopy.Policy) bool {
 
 // holdQEMU keeps QEMU from finishing by itself while a vmigrate rule
 // decides; restore puts the user's downtime limit back.
-func (r *runner) holdQEMU(ctx context.Context) error {
-	if r.ps.policy == nil || !r.ps.hold {
+func (d *driver) holdQEMU(ctx context.Context) error {
+	if d.ps.policy == nil || !d.ps.hold {
 		return nil
 	}
-	p, err := r.o.Src.QueryMigrateParameters(ctx)
+	saved, err := d.ctl.DowntimeLimit(ctx)
 	if err != nil {
-		return fmt.Errorf("source: query-migrate-parameters: %w", err)
+		return fmt.Errorf("source: read the downtime limit: %w", err)
 	}
-	r.ps.saved = p.DowntimeLimit
-	hold := uint64(holdDowntimeMS)
-	if err := r.o.Src.MigrateSetParameters(ctx, qmp.MigrationParameters{DowntimeLimit: &hold}); err != nil {
-		return fmt.Errorf("source: hold pre-copy (downtime-limit %d ms): %w", hold, err)
+	d.ps.saved = &saved
+	if err := d.ctl.SetDowntimeLimit(ctx, holdDowntimeMS); err != nil {
+		return fmt.Errorf("source: hold pre-copy (downtime-limit %d ms): %w", holdDowntimeMS, err)
 	}
 	return nil
 }
 
-func (r *runner) restoreQEMU(ctx context.Context) {
-	if r.ps.saved == nil {
+func (d *driver) restoreQEMU(ctx context.Context) {
+	if d.ps.saved == nil {
 		return
 	}
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
 	defer cancel()
-	if err := r.o.Src.MigrateSetParameters(cctx, qmp.MigrationParameters{DowntimeLimit: r.ps.saved}); err != nil {
-		r.o.Log.Warn("source: restore downtime-limit", zap.Uint64("ms", *r.ps.saved), zap.Error(err))
+	if err := d.ctl.SetDowntimeLimit(cctx, *d.ps.saved); err != nil {
+		d.log.Warn("source: restore downtime-limit", zap.Uint64("ms", *d.ps.saved), zap.Error(err))
 	}
 }
 
 // reading turns QEMU's counters into the policy's view, with the rate
 // measured since the previous reading.
-func (r *runner) reading(ram *qmp.RAMStats) stopcopy.Reading {
-	now := time.Since(r.ps.migrateStart)
+func (d *driver) reading(ram *qmp.RAMStats) stopcopy.Reading {
+	now := time.Since(d.ps.migrateStart)
 	rd := stopcopy.Reading{Elapsed: now}
 	if ram == nil {
 		return rd
 	}
 	rd.RemainingBytes, rd.TransferredBytes = ram.Remaining, ram.Transferred
-	if dt := (now - r.ps.lastAt).Seconds(); dt > 0 && r.ps.lastAt > 0 {
-		rd.WireRate = float64(ram.Transferred-r.ps.lastSent) / dt
+	if dt := (now - d.ps.lastAt).Seconds(); dt > 0 && d.ps.lastAt > 0 {
+		rd.WireRate = float64(ram.Transferred-d.ps.lastSent) / dt
 	}
 	return rd
 }
 
 // afterPass records a pass for the policy and, when decide is set, acts on
 // its decision.
-func (r *runner) afterPass(ctx context.Context, pass int, ram *qmp.RAMStats, decide bool) error {
-	if r.ps.policy == nil {
+func (d *driver) afterPass(ctx context.Context, pass int, ram *qmp.RAMStats, decide bool) error {
+	if d.ps.policy == nil {
 		return nil
 	}
-	if ram != nil && r.ps.hist.RAMBytes == 0 {
-		r.ps.hist.RAMBytes, r.ps.hist.PageSize = ram.Total, ram.PageSize
+	if ram != nil && d.ps.hist.RAMBytes == 0 {
+		d.ps.hist.RAMBytes, d.ps.hist.PageSize = ram.Total, ram.PageSize
 	}
-	rd := r.reading(ram)
-	r.ps.hist.Passes = append(r.ps.hist.Passes, stopcopy.Pass{Pass: pass, Reading: rd})
-	r.ps.hist.Now = stopcopy.Reading{}
-	r.ps.lastAt = rd.Elapsed
+	rd := d.reading(ram)
+	d.ps.hist.Passes = append(d.ps.hist.Passes, stopcopy.Pass{Pass: pass, Reading: rd})
+	d.ps.hist.Now = stopcopy.Reading{}
+	d.ps.lastAt = rd.Elapsed
 	if ram != nil {
-		r.ps.lastSent = ram.Transferred
+		d.ps.lastSent = ram.Transferred
 	}
 	if !decide {
 		return nil
 	}
-	return r.decide(ctx, pass)
+	return d.decide(ctx, pass)
 }
 
 // between lets time and byte budgets fire during a long pass.
-func (r *runner) between(ctx context.Context, ram *qmp.RAMStats) error {
-	if r.ps.policy == nil || len(r.ps.hist.Passes) == 0 {
+func (d *driver) between(ctx context.Context, ram *qmp.RAMStats) error {
+	if d.ps.policy == nil || len(d.ps.hist.Passes) == 0 {
 		return nil
 	}
-	rd := r.reading(ram)
+	rd := d.reading(ram)
 	rd.WireRate = 0 // a partial interval says little; the policy falls back to the pass rate
-	r.ps.hist.Now = rd
-	return r.decide(ctx, r.pass)
+	d.ps.hist.Now = rd
+	return d.decide(ctx, d.pass)
 }
 
-func (r *runner) decide(ctx context.Context, pass int) error {
-	if r.ps.decided || r.phase == PhaseSwitchover || r.phase == PhaseCompleted {
+func (d *driver) decide(ctx context.Context, pass int) error {
+	if d.ps.decided || d.phase == PhaseSwitchover || d.phase == PhaseCompleted {
 		return nil
 	}
-	d := r.ps.policy.Decide(r.ps.hist)
-	switch d.Action {
+	dec := d.ps.policy.Decide(d.ps.hist)
+	switch dec.Action {
 	case stopcopy.StopAndCopy:
-		r.ps.decided = true
-		r.res.Decision = &Decision{Pass: pass, Action: d.Action.String(), Rule: d.Rule, Reason: d.Reason, DecidedAtMS: time.Since(r.start).Milliseconds()}
-		force := uint64(forceDowntimeMS)
-		if err := r.o.Src.MigrateSetParameters(ctx, qmp.MigrationParameters{DowntimeLimit: &force}); err != nil {
-			return fmt.Errorf("source: force stop-and-copy (downtime-limit %d ms): %w", force, err)
+		d.ps.decided = true
+		d.res.Decision = &Decision{Pass: pass, Action: dec.Action.String(), Rule: dec.Rule, Reason: dec.Reason, DecidedAtMS: time.Since(d.start).Milliseconds()}
+		if err := d.ctl.SetDowntimeLimit(ctx, forceDowntimeMS); err != nil {
+			return fmt.Errorf("source: force stop-and-copy (downtime-limit %d ms): %w", forceDowntimeMS, err)
 		}
-		r.o.Log.Info("stop-and-copy", zap.Int("pass", pass), zap.String("rule", d.Rule), zap.String("reason", d.Reason))
+		d.log.Info("stop-and-copy", zap.Int("pass", pass), zap.String("rule", dec.Rule), zap.String("reason", dec.Reason))
 	case stopcopy.Abort:
-		r.ps.decided = true
-		r.res.Decision = &Decision{Pass: pass, Action: d.Action.String(), Rule: d.Rule, Reason: d.Reason, DecidedAtMS: time.Since(r.start).Milliseconds()}
-		return fmt.Errorf("%w: %s (%s)", ErrBudget, d.Reason, d.Rule)
+		d.ps.decided = true
+		d.res.Decision = &Decision{Pass: pass, Action: dec.Action.String(), Rule: dec.Rule, Reason: dec.Reason, DecidedAtMS: time.Since(d.start).Milliseconds()}
+		return fmt.Errorf("%w: %s (%s)", ErrBudget, dec.Reason, dec.Rule)
 	}
 	return nil
 }

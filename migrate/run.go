@@ -85,15 +85,9 @@ type Options struct {
 
 // runner is the state of one Run.
 type runner struct {
-	o     Options
-	start time.Time
-	res   Result
-	pass  int
-	phase Phase
-	seen  qmp.Cursor // the last source event monitor handled
-	// transport is the open Transport, if one carries the stream.
-	transport Transport
-	ps        policyState
+	driver
+	o    Options
+	seen qmp.Cursor // the last source event monitor handled
 }
 
 // Run migrates the VM from o.Src to o.Dst. The Result is filled in
@@ -112,57 +106,15 @@ func Run(ctx context.Context, o Options) (Result, error) {
 	if o.Log == nil {
 		o.Log = zap.NewNop()
 	}
-	if o.Progress == nil {
-		o.Progress = func(Progress) {}
-	}
-	r := &runner{o: o, start: time.Now(), res: Result{Status: StatusFailed, StreamBytesSource: "qemu", Passes: []Pass{}, Policy: "qemu"}}
-	if o.Policy != nil {
-		r.ps = policyState{policy: o.Policy, hold: !qemuDecides(o.Policy)}
-		r.res.Policy = o.Policy.Name()
-	}
+	r := &runner{o: o, driver: newDriver(qmpControl{o.Src}, o.Progress, o.Log)}
+	r.setPolicy(o.Policy)
 	r.res.SourceQEMU = o.Src.Version().String()
 	r.res.DestQEMU = o.Dst.Version().String()
-	err := r.run(ctx)
-	r.res.TotalMS = time.Since(r.start).Milliseconds()
-	if d := r.res.Decision; d != nil && r.res.SwitchoverMS > 0 {
-		d.SourceStoppedAtMS = r.res.SwitchoverMS
-	}
-	if t := r.transport; t != nil {
-		if c, ok := t.(codecReporter); ok {
-			r.res.Codec = c.CodecStats()
-		}
-		r.res.StreamBytes, r.res.WireBytes = t.Counts()
-		r.res.StreamBytesSource = t.Name()
-		t.Close()
-	} else {
-		r.res.StreamBytes = r.res.RAMTransferred
-	}
-	if err != nil {
-		var me *Error
-		if errors.As(err, &me) {
-			r.res.Stage = me.Stage
-			if me.Cancelled {
-				r.res.Status = StatusCancelled
-			}
-		}
-		r.res.Error = err.Error()
-		return r.res, err
-	}
-	r.res.Status = StatusCompleted
-	r.phase = PhaseCompleted
-	r.emit(Progress{TransferredBytes: r.res.RAMTransferred, TotalBytes: r.res.RAMBytes})
-	return r.res, nil
+	return r.finish(r.run(ctx))
 }
 
 // codecReporter is a Transport with a page codec.
 type codecReporter interface{ CodecStats() *pagecodec.Stats }
-
-func (r *runner) emit(p Progress) {
-	p.Phase = r.phase
-	p.Pass = r.pass
-	p.Elapsed = time.Since(r.start)
-	r.o.Progress(p)
-}
 
 func (r *runner) run(ctx context.Context) error {
 	r.phase = PhasePreflight
@@ -539,15 +491,10 @@ func (r *runner) recordPass(ctx context.Context, pass int) error {
 	if err != nil {
 		return fmt.Errorf("source: query-migrate after pass %d: %w", pass, err)
 	}
-	p := Pass{Pass: pass, TMS: time.Since(r.start).Milliseconds()}
-	if ram := mi.RAM; ram != nil {
-		p.RemainingBytes, p.TransferredBytes, p.DirtyPagesRate = ram.Remaining, ram.Transferred, ram.DirtyPagesRate
-	}
-	r.res.Passes = append(r.res.Passes, p)
-	r.absorb(mi)
 	// The policy learns every pass, but decides only while pre-copy is
 	// under way: not on the setup sync, nor on one read after the end.
-	return r.afterPass(ctx, pass, mi.RAM, mi.Status == qmp.MigrationStatusActive)
+	r.absorb(mi)
+	return r.addPass(ctx, pass, mi.RAM, mi.Status == qmp.MigrationStatusActive)
 }
 
 // confirm waits for the destination to run and the source to stop. If the
