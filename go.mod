@@ -8,6 +8,7 @@ require (
 	github.com/zeebo/blake3 v0.2.4
 	go.uber.org/zap v1.28.0
 	golang.org/x/sys v0.30.0
+	libvirt.org/go/libvirt v1.11002.0
 )
 
 require (
@@ -16,5 +17,4 @@ require (
 	github.com/russross/blackfriday/v2 v2.1.0 // indirect
 	github.com/xrash/smetrics v0.0.0-20240521201337-686a1a2994c1 // indirect
 	go.uber.org/multierr v1.10.0 // indirect
-	libvirt.org/go/libvirt v1.11002.0 // indirect
 )

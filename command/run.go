@@ -22,18 +22,22 @@ import (
 func runCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "run",
-		Usage: "live-migrate the VM behind --src-qmp to the QEMU behind --dst-qmp",
+		Usage: "live-migrate the VM behind --src-qmp to the QEMU behind --dst-qmp, or a libvirt --domain",
 		Description: `The destination QEMU must have been started with the same machine type and
 devices as the source, and -incoming defer. vmigrate opens its incoming side,
 runs pre-copy, and returns once the VM runs on the destination.
 
 QMP addresses: a unix socket path (or unix:PATH), or tcp:HOST:PORT.
+
+With --domain NAME --src-uri URI --dst-uri URI, libvirt migrates the domain
+(live; defined on the destination, undefined on the source on success) and
+vmigrate carries the stream and decides when pre-copy stops, as with QMP.
 Exit codes: 0 the VM runs on the destination; 1 failed, the source runs;
 2 bad input, nothing changed; 3 interrupted, the source runs; 4 failed and
 the source could not be confirmed running.`,
 		Flags: append([]cli.Flag{
-			&cli.StringFlag{Name: "src-qmp", Required: true, Usage: "QMP of the source QEMU"},
-			&cli.StringFlag{Name: "dst-qmp", Required: true, Usage: "QMP of the destination QEMU (started with -incoming defer)"},
+			&cli.StringFlag{Name: "src-qmp", Usage: "QMP of the source QEMU"},
+			&cli.StringFlag{Name: "dst-qmp", Usage: "QMP of the destination QEMU (started with -incoming defer)"},
 			&cli.StringFlag{Name: "incoming", Usage: "where the destination listens: unix:PATH or tcp:HOST:PORT (default: a unix socket beside a unix --dst-qmp, or tcp:QMPHOST:0)"},
 			&cli.BoolFlag{Name: "json", Usage: "print one JSON object with the result at the end"},
 			&cli.DurationFlag{Name: "connect-timeout", Value: 10 * time.Second, Usage: "how long to wait for each QMP monitor"},
@@ -42,11 +46,22 @@ the source could not be confirmed running.`,
 			&cli.Uint64Flag{Name: "downtime-limit", Usage: "QEMU's downtime-limit in ms (default: leave QEMU's)"},
 			unsafeTCGFlag(),
 			&cli.StringFlag{Name: "probe", Usage: "URL the guest answers (e.g. http://10.0.0.5/); it is requested every 10 ms during the migration to measure the downtime clients see"},
-		}, append(append(wanFlags(), tunnelFlags()...), policyFlags()...)...),
+		}, append(append(append(wanFlags(), tunnelFlags()...), policyFlags()...), libvirtFlags()...)...),
 		Action: func(c *cli.Context) error {
 			e := getEnv(c)
 			if c.Args().Len() > 0 {
 				return withCode(ExitUsage, fmt.Errorf("run: unexpected arguments %q", c.Args().Slice()))
+			}
+			if c.IsSet("domain") {
+				return runLibvirt(c)
+			}
+			for _, f := range []string{"src-uri", "dst-uri", "migrate-socket", "listen-socket", "forward-socket", "p2p", "keep-source", "transient"} {
+				if c.IsSet(f) {
+					return withCode(ExitUsage, fmt.Errorf("--%s needs --domain", f))
+				}
+			}
+			if c.String("src-qmp") == "" || c.String("dst-qmp") == "" {
+				return withCode(ExitUsage, fmt.Errorf("give --src-qmp and --dst-qmp, or --domain with --src-uri and --dst-uri"))
 			}
 			incoming := c.String("incoming")
 			if incoming == "" {

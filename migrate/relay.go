@@ -132,6 +132,8 @@ type Transport interface {
 // destination listening on a unix socket.
 type RelayTransport struct {
 	Dir string // where the relay's own socket goes
+	// Socket, when set, is the relay's socket path instead of one in Dir.
+	Socket string
 
 	relay  *Relay
 	cancel context.CancelFunc
@@ -143,13 +145,20 @@ type RelayTransport struct {
 // Name implements Transport.
 func (t *RelayTransport) Name() string { return "relay" }
 
+// ListenAt makes Open listen at path.
+func (t *RelayTransport) ListenAt(path string) { t.Socket = path }
+
 // Open implements Transport.
 func (t *RelayTransport) Open(ctx context.Context, incomingURI string) (string, error) {
 	target, ok := strings.CutPrefix(incomingURI, "unix:")
 	if !ok {
 		return "", fmt.Errorf("relay: destination %s is not a unix socket", incomingURI)
 	}
-	relay, err := NewRelay(filepath.Join(t.Dir, "relay.sock"), func(ctx context.Context) (net.Conn, error) {
+	sock := t.Socket
+	if sock == "" {
+		sock = filepath.Join(t.Dir, "relay.sock")
+	}
+	relay, err := NewRelay(sock, func(ctx context.Context) (net.Conn, error) {
 		var d net.Dialer
 		return d.DialContext(ctx, "unix", target)
 	})

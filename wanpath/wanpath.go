@@ -36,6 +36,9 @@ const ChannelRAM = "ram"
 type Config struct {
 	// Dir holds the unix socket the source QEMU migrates to.
 	Dir string
+	// Socket, when set, is that socket's path instead of one in Dir (the
+	// path a libvirt unix:// migration URI names).
+	Socket string
 	// Link emulates the WAN between the tunnel's ends; nil for none.
 	Link *wanlink.Config
 	// Tunnel is the source end's session config (its authentication).
@@ -70,7 +73,7 @@ type Path struct {
 
 // New checks cfg; Open builds the path.
 func New(cfg Config) (*Path, error) {
-	if cfg.Dir == "" {
+	if cfg.Dir == "" && cfg.Socket == "" {
 		return nil, errors.New("wanpath: no directory for the source socket")
 	}
 	if cfg.Link != nil {
@@ -101,6 +104,10 @@ func WindowFor(link wanlink.Config) int {
 	w := 2 * wanlink.BDP(link.Bandwidth, link.RTT+link.Jitter)
 	return int(min(max(w, tunnel.DefaultWindow), tunnel.MaxWindow))
 }
+
+// ListenAt makes Open's source end listen at path (the socket a libvirt
+// unix:// migration URI names) instead of one in Config.Dir.
+func (p *Path) ListenAt(path string) { p.cfg.Socket = path }
 
 // Name implements migrate.Transport.
 func (p *Path) Name() string { return "wan" }
@@ -150,7 +157,10 @@ func (p *Path) Open(ctx context.Context, incomingURI string) (string, error) {
 		}()
 		peer = ln.Addr().String()
 	}
-	sock := filepath.Join(p.cfg.Dir, "wan.sock")
+	sock := p.cfg.Socket
+	if sock == "" {
+		sock = filepath.Join(p.cfg.Dir, "wan.sock")
+	}
 	port := tunnel.Port{Name: ChannelRAM, Addr: "unix:" + sock}
 	if p.cfg.Codec != nil {
 		port.Codec = p.cfg.Codec
