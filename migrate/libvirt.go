@@ -189,6 +189,7 @@ func RunLibvirt(ctx context.Context, o LibvirtOptions) (Result, error) {
 	if o.Log == nil {
 		o.Log = zap.NewNop()
 	}
+	startEventLoop()
 	r := &virtRunner{o: o, iters: make(chan int, eventBacklogCapacity), stopped: make(chan struct{}), completed: make(chan *libvirt.DomainJobInfo, 1)}
 	r.driver = newDriver(nil, o.Progress, o.Log)
 	r.setPolicy(o.Policy)
