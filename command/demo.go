@@ -25,6 +25,7 @@ intact, prints a report and tears everything down. Needs root.`,
 			unsafeTCGFlag(),
 			&cli.BoolFlag{Name: "direct", Usage: "QEMU to QEMU over TCP inside the lab, no relay and no tunnel (a baseline for measurements)"},
 			&cli.Uint64Flag{Name: "max-bandwidth", Usage: "QEMU's max-bandwidth in MiB/s (default: QEMU's own, 128)"},
+			&cli.BoolFlag{Name: "libvirt", Usage: "run the lab as two libvirt daemons and migrate the guest as a libvirt domain"},
 		), append(wanFlags(), policyFlags()...)...),
 		Action: func(c *cli.Context) error {
 			e := getEnv(c)
@@ -40,6 +41,9 @@ intact, prints a report and tears everything down. Needs root.`,
 			transport, path, err := wanTransport(c, e, dir)
 			if err != nil {
 				return err
+			}
+			if c.Bool("direct") && c.Bool("libvirt") {
+				return withCode(ExitUsage, fmt.Errorf("--direct is for the QMP lab, not --libvirt"))
 			}
 			if c.Bool("direct") && transport != nil {
 				return withCode(ExitUsage, fmt.Errorf("--direct excludes the --wan-* flags"))
@@ -61,7 +65,7 @@ intact, prints a report and tears everything down. Needs root.`,
 				Image: cfg.Image, MemBytes: cfg.MemBytes, Workload: cfg.Workload, Accel: cfg.Accel,
 				CacheDir: cfg.CacheDir, QEMU: cfg.QEMU, Progress: prog.update, Log: e.log,
 				AllowUnsafeTCG: c.Bool("allow-unsafe-tcg"), Transport: transport, Path: path,
-				Direct: c.Bool("direct"), Parameters: params, Policy: policy,
+				Direct: c.Bool("direct"), Parameters: params, Policy: policy, Libvirt: c.Bool("libvirt"),
 			})
 			prog.done()
 			if err != nil && res.Error == "" {

@@ -11,6 +11,7 @@ import (
 	"github.com/vmigrate/vmigrate/guest"
 	"github.com/vmigrate/vmigrate/guest/workload"
 	"github.com/vmigrate/vmigrate/lab"
+	"github.com/vmigrate/vmigrate/scenarios"
 )
 
 // guestFlags are the flags that say what guest the lab runs.
@@ -73,12 +74,16 @@ sockets so that 'vmigrate run' can move the guest. Everything is removed on
 exit, on Ctrl-C and on failure. Needs root.`,
 		Flags: append(guestFlags(),
 			&cli.DurationFlag{Name: "for", Usage: "tear the lab down after this long (default: until Ctrl-C)"},
+			&cli.BoolFlag{Name: "libvirt", Usage: "two libvirt daemons (hosts) instead of two bare QEMUs; the guest runs as a domain on the source"},
 		),
 		Action: func(c *cli.Context) error {
 			e := getEnv(c)
 			cfg, err := labConfig(c, true)
 			if err != nil {
 				return err
+			}
+			if c.Bool("libvirt") {
+				return libvirtLab(c, cfg)
 			}
 			l, err := lab.Up(e.ctx, cfg)
 			if err != nil {
@@ -108,6 +113,40 @@ func printLab(w io.Writer, l *lab.Lab) {
 	fmt.Fprintf(w, "  destination QMP  %s  (incoming: defer)\n", l.Dst.Spec.QMP)
 	fmt.Fprintf(w, "  guest            http://%s/  from namespace %s\n", l.GuestIP, l.Netns.Name)
 	fmt.Fprintf(w, "try:\n  vmigrate run --src-qmp %s --dst-qmp %s\n", l.Src.Spec.QMP, l.Dst.Spec.QMP)
+	fmt.Fprintf(w, "  ip netns exec %s wget -qO- http://%s/verify\n", l.Netns.Name, l.GuestIP)
+	fmt.Fprintln(w, "Ctrl-C tears it down.")
+}
+
+// libvirtLab is `lab --libvirt`.
+func libvirtLab(c *cli.Context, cfg lab.Config) error {
+	e := getEnv(c)
+	l, err := lab.UpLibvirt(e.ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer l.Down()
+	printLibvirtLab(e.stdout, l)
+	var after <-chan time.Time
+	if d := c.Duration("for"); d > 0 {
+		after = time.After(d)
+	}
+	select {
+	case <-e.ctx.Done():
+	case <-after:
+	}
+	return nil
+}
+
+func printLibvirtLab(w io.Writer, l *lab.LibvirtLab) {
+	o := scenarios.LibvirtLabOptions(l, "migration.sock")
+	fmt.Fprintf(w, "libvirt lab up (accelerator %s: %s), boot %.1f s\n", l.Accel.Accel, l.Accel.Reason, l.BootTime.Seconds())
+	fmt.Fprintf(w, "  QEMU             %s %s (%s)\n", l.QEMU.Binary, l.QEMU.Version, l.QEMU.Reason)
+	fmt.Fprintf(w, "  source host      %s  (domain %s running)\n", l.SrcURI, l.Domain)
+	fmt.Fprintf(w, "  destination host %s\n", l.DstURI)
+	fmt.Fprintf(w, "  guest            http://%s/  from namespace %s\n", l.GuestIP, l.Netns.Name)
+	fmt.Fprintf(w, "try:\n  vmigrate run --domain %s --src-uri '%s' --dst-uri '%s' \\\n      --migrate-socket %s --listen-socket %s --forward-socket %s\n",
+		l.Domain, l.SrcURI, l.DstURI, o.StreamSocket, o.ListenSocket, o.ForwardSocket)
+	fmt.Fprintf(w, "  virsh -c '%s' list --all\n", l.DstURI)
 	fmt.Fprintf(w, "  ip netns exec %s wget -qO- http://%s/verify\n", l.Netns.Name, l.GuestIP)
 	fmt.Fprintln(w, "Ctrl-C tears it down.")
 }

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"time"
 
 	"go.uber.org/zap"
@@ -37,8 +38,11 @@ type DemoOptions struct {
 	Path      string // what Transport is, for the report
 	// Direct migrates QEMU to QEMU over TCP on the lab's loopback, with
 	// no relay: the baseline the tunnel's overhead is measured against.
-	Direct       bool
-	Policy       stopcopy.Policy
+	Direct bool
+	Policy stopcopy.Policy
+	// Libvirt runs the lab as two libvirt daemons and migrates the guest
+	// as a libvirt domain (migrate.RunLibvirt).
+	Libvirt      bool
 	PopulateWait time.Duration // how long the workload may take to fill its working set
 	Progress     func(migrate.Progress)
 	Log          *zap.Logger
@@ -87,6 +91,9 @@ func Demo(ctx context.Context, o DemoOptions) (DemoResult, error) {
 	res := DemoResult{MemBytes: o.MemBytes, Workload: o.Workload, GuestIP: lab.GuestIP, Path: o.Path}
 	res.Status = migrate.StatusFailed
 	res.Passes = []migrate.Pass{}
+	if o.Libvirt {
+		return demoLibvirt(ctx, o, res)
+	}
 
 	l, err := lab.Up(ctx, lab.Config{
 		Image: o.Image, MemBytes: o.MemBytes, Workload: o.Workload, Accel: o.Accel,
@@ -130,7 +137,62 @@ func Demo(ctx context.Context, o DemoOptions) (DemoResult, error) {
 	if err != nil {
 		return res, err
 	}
-	return res, checkGuest(ctx, l, before, &res)
+	return res, checkGuest(ctx, l.Guest, l.GuestIP, before, &res)
+}
+
+// demoLibvirt is Demo on the libvirt lab.
+func demoLibvirt(ctx context.Context, o DemoOptions, res DemoResult) (DemoResult, error) {
+	if o.Direct {
+		err := errors.New("demo: --direct is for the QMP lab")
+		res.Error = err.Error()
+		return res, err
+	}
+	l, err := lab.UpLibvirt(ctx, lab.Config{
+		Image: o.Image, MemBytes: o.MemBytes, Workload: o.Workload, Accel: o.Accel,
+		QEMU: o.QEMU, CacheDir: o.CacheDir, Log: o.Log,
+	})
+	if err != nil {
+		res.Error = err.Error()
+		return res, err
+	}
+	defer l.Down()
+	res.Accel, res.AccelReason, res.BootMS, res.QEMU = l.Accel.Accel, l.Accel.Reason, l.BootTime.Milliseconds(), l.QEMU
+	before, err := waitPopulated(ctx, l.Guest, o.Workload, o.PopulateWait, o.Log)
+	if err != nil {
+		res.Error = err.Error()
+		return res, err
+	}
+	res.AchievedDirtyPPS = before.Workload.AchievedPagesPerSec
+	pinger := &guest.Client{HTTP: l.HTTPClient(), Addr: l.GuestIP}
+	opts := LibvirtLabOptions(l, "migration.sock")
+	opts.Transport, opts.Policy, opts.Progress, opts.Log, opts.AllowUnsafeTCG = o.Transport, o.Policy, o.Progress, o.Log, o.AllowUnsafeTCG
+	opts.Probe = &probe.Config{Send: func(ctx context.Context) error {
+		_, err := pinger.Ping(ctx)
+		return err
+	}}
+	if p := o.Parameters; p != nil && p.MaxBandwidth != nil {
+		opts.MaxBandwidthMiB = *p.MaxBandwidth >> 20
+	}
+	mres, err := migrate.RunLibvirt(ctx, opts)
+	res.Result = mres
+	if err != nil {
+		return res, err
+	}
+	return res, checkGuest(ctx, l.Guest, l.GuestIP, before, &res)
+}
+
+// LibvirtLabOptions are the options that migrate the libvirt lab's
+// domain through a socket named sock in the lab's migration directory:
+// the source QEMU connects to it in the source daemon's namespace, where
+// vmigrate listens, and the destination QEMU listens on it in the
+// destination daemon's.
+func LibvirtLabOptions(l *lab.LibvirtLab, sock string) migrate.LibvirtOptions {
+	return migrate.LibvirtOptions{
+		Domain: l.Domain, SrcURI: l.SrcURI, DstURI: l.DstURI,
+		StreamSocket:  filepath.Join(l.MigDir, sock),
+		ListenSocket:  filepath.Join(l.SrcMigDir, sock),
+		ForwardSocket: filepath.Join(l.DstMigDir, sock),
+	}
 }
 
 // waitPopulated waits until the workload has filled its working set, so
@@ -173,23 +235,23 @@ func dialLab(ctx context.Context, l *lab.Lab) (*qmp.Client, *qmp.Client, error) 
 
 // checkGuest asks the guest, at its one address, whether it is the same
 // boot and whether its memory is intact.
-func checkGuest(ctx context.Context, l *lab.Lab, before agentapi.Status, res *DemoResult) error {
+func checkGuest(ctx context.Context, g *guest.Client, ip string, before agentapi.Status, res *DemoResult) error {
 	cctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	after, err := l.Guest.Status(cctx)
+	after, err := g.Status(cctx)
 	if err != nil {
-		return fmt.Errorf("%w: guest at %s does not answer after the move: %v", ErrVerify, l.GuestIP, err)
+		return fmt.Errorf("%w: guest at %s does not answer after the move: %v", ErrVerify, ip, err)
 	}
 	res.SameAddress = true
 	res.SameBoot = after.BootID == before.BootID
 	if !res.SameBoot {
-		return fmt.Errorf("%w: guest at %s has boot ID %s, was %s: it rebooted", ErrVerify, l.GuestIP, after.BootID, before.BootID)
+		return fmt.Errorf("%w: guest at %s has boot ID %s, was %s: it rebooted", ErrVerify, ip, after.BootID, before.BootID)
 	}
 	if res.Workload.Name != workload.MemDirty {
 		res.Verified = true
 		return nil
 	}
-	v, err := l.Guest.Verify(cctx)
+	v, err := g.Verify(cctx)
 	if err != nil {
 		return fmt.Errorf("%w: /verify: %v", ErrVerify, err)
 	}
