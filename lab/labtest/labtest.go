@@ -172,3 +172,55 @@ func Intact(t testing.TB, l *lab.Lab, wantPages int64) {
 		t.Fatalf("verify: %d pages checked, %d wrong; want %d checked, 0 wrong", v.PagesChecked, v.PagesWrong, wantPages)
 	}
 }
+
+// StartLibvirt brings a libvirt lab up (small, TCG unless VMIGRATE_ACCEL
+// says otherwise) and registers its teardown. Where libvirtd is missing it
+// skips or fails like the other prerequisites. On failure of the test it
+// logs the domain XML and the tails of daemon logs, consoles and QEMU logs.
+func StartLibvirt(t testing.TB, mem int64, w workload.Config) *lab.LibvirtLab {
+	t.Helper()
+	cfg := Config(t, mem, w)
+	if _, err := os.Stat(lab.LibvirtdBin); err != nil {
+		Unavailable(t, lab.LibvirtdBin+" not installed")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	l, err := lab.UpLibvirt(ctx, cfg)
+	if err != nil {
+		t.Fatalf("libvirt lab up: %v", err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("domain xml:\n%s", l.DomainXML)
+			for _, side := range []string{lab.SideSrc, lab.SideDst} {
+				t.Logf("%s", l.DaemonLog(side))
+				t.Logf("%s console tail: %s", side, lab.Tail(l.SerialLog(side), 2000))
+				t.Logf("%s qemu log tail: %s", side, lab.Tail(l.QEMULog(side), 2000))
+			}
+		}
+		if err := l.Down(); err != nil {
+			t.Errorf("libvirt lab down: %v", err)
+		}
+	})
+	return l
+}
+
+// LibvirtIntact asserts that the guest of a libvirt lab answers at its
+// address and that /verify checked wantPages pages and found none wrong.
+func LibvirtIntact(t testing.TB, l *lab.LibvirtLab, wantPages int64) {
+	t.Helper()
+	verifyGuest(t, l.Guest, wantPages)
+}
+
+func verifyGuest(t testing.TB, g *guest.Client, wantPages int64) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	v, err := g.Verify(ctx)
+	if err != nil {
+		t.Fatalf("verify: %v", err)
+	}
+	if v.PagesWrong != 0 || v.PagesChecked != wantPages {
+		t.Fatalf("verify: %d pages checked, %d wrong; want %d checked, 0 wrong", v.PagesChecked, v.PagesWrong, wantPages)
+	}
+}
