@@ -602,6 +602,29 @@ func (l *LibvirtLab) KillDaemon(side string) error {
 	return nil
 }
 
+// RestartDaemon starts side's libvirtd again after KillDaemon, with the
+// state it had: it reconnects to the QEMUs it left running and settles
+// the jobs they were in (an incoming migration that never finished is
+// killed).
+func (l *LibvirtLab) RestartDaemon(ctx context.Context, side string) error {
+	d, err := l.daemon(side)
+	if err != nil {
+		return err
+	}
+	if d.alive() {
+		return fmt.Errorf("libvirtd %s still runs", side)
+	}
+	// The dead daemon's socket file stays: gone, it shows when the new
+	// one listens.
+	os.Remove(d.spec.socket())
+	nd, err := launchLibvirtd(d.spec, l.Netns)
+	if err != nil {
+		return err
+	}
+	l.daemons[side] = nd
+	return nd.waitReady(ctx)
+}
+
 // HTTPClient returns a client whose connections start on the bridge.
 func (l *LibvirtLab) HTTPClient() *http.Client {
 	return &http.Client{

@@ -163,6 +163,12 @@ func startLibvirtd(spec daemonSpec, n *Netns) (*libvirtd, error) {
 	if err := spec.prepare(); err != nil {
 		return nil, err
 	}
+	return launchLibvirtd(spec, n)
+}
+
+// launchLibvirtd starts a daemon whose directories are prepared (a
+// restart keeps its state, as a host's daemon restarting would).
+func launchLibvirtd(spec daemonSpec, n *Netns) (*libvirtd, error) {
 	cmd := n.Command("unshare", "--mount", "--uts", "--propagation", "private", "sh", "-c", spec.script())
 	f, err := os.Create(spec.stderrFile())
 	if err != nil {

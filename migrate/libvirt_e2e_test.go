@@ -101,6 +101,20 @@ func domState(t *testing.T, uri, name string) string {
 	return "other"
 }
 
+func maxDowntime(t *testing.T, uri, name string) uint64 {
+	t.Helper()
+	d, err := connect(t, uri).LookupDomainByName(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Free()
+	ms, err := d.MigrateGetMaxDowntime(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ms
+}
+
 func persistent(t *testing.T, uri, name string) bool {
 	t.Helper()
 	d, err := connect(t, uri).LookupDomainByName(name)
@@ -209,6 +223,8 @@ func TestLibvirtMigrations(t *testing.T) {
 	t.Run("cancelled", func(t *testing.T) {
 		o := virtOptions(t, l, reverse)
 		o.Transport = wanCodec(t)
+		o.Policy = stopcopy.Smart{Window: 5}
+		before := maxDowntime(t, o.SrcURI, o.Domain)
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
 		var once sync.Once
@@ -223,6 +239,9 @@ func TestLibvirtMigrations(t *testing.T) {
 			t.Fatalf("err %v, want a cancelled migration", err)
 		}
 		sourceKept(t, l, o, err)
+		if after := maxDowntime(t, o.SrcURI, o.Domain); after != before {
+			t.Errorf("downtime limit %d ms after the cancelled migration, was %d: the policy's hold was not undone", after, before)
+		}
 	})
 
 	t.Run("tunnel cut", func(t *testing.T) {
@@ -304,6 +323,23 @@ func TestLibvirtMigrations(t *testing.T) {
 		}
 		if s := domState(t, o.SrcURI, o.Domain); s != "running" {
 			t.Errorf("source domain %s, want running", s)
+		}
+		// The destination's daemon, back, reaps the incoming domain its
+		// predecessor left: nothing stays there.
+		rctx, rcancel := context.WithTimeout(context.Background(), time.Minute)
+		defer rcancel()
+		if err := l.RestartDaemon(rctx, side); err != nil {
+			t.Fatalf("restart the destination daemon: %v", err)
+		}
+		var s string
+		for i := 0; i < 100; i++ {
+			if s = domState(t, o.DstURI, o.Domain); s == "absent" {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if s != "absent" {
+			t.Errorf("destination domain %s after its daemon restarted, want absent", s)
 		}
 		labtest.LibvirtIntact(t, l, virtWSS/4096)
 	})
