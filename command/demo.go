@@ -8,8 +8,10 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/vmigrate/vmigrate/migrate"
 	"github.com/vmigrate/vmigrate/qmp"
 	"github.com/vmigrate/vmigrate/scenarios"
+	"github.com/vmigrate/vmigrate/wanlink"
 )
 
 func demoCommand() *cli.Command {
@@ -26,6 +28,7 @@ intact, prints a report and tears everything down. Needs root.`,
 			&cli.BoolFlag{Name: "direct", Usage: "QEMU to QEMU over TCP inside the lab, no relay and no tunnel (a baseline for measurements)"},
 			&cli.Uint64Flag{Name: "max-bandwidth", Usage: "QEMU's max-bandwidth in MiB/s (default: QEMU's own, 128)"},
 			&cli.BoolFlag{Name: "libvirt", Usage: "run the lab as two libvirt daemons and migrate the guest as a libvirt domain"},
+			&cli.BoolFlag{Name: "virsh", Usage: "with --libvirt: migrate with plain 'virsh migrate --live' through the --wan-* link instead (no tunnel, codec or policy): the baseline"},
 		), append(wanFlags(), policyFlags()...)...),
 		Action: func(c *cli.Context) error {
 			e := getEnv(c)
@@ -38,8 +41,26 @@ intact, prints a report and tears everything down. Needs root.`,
 				return err
 			}
 			defer os.RemoveAll(dir)
-			transport, path, err := wanTransport(c, e, dir)
-			if err != nil {
+			var transport migrate.Transport
+			var path string
+			var link *wanlink.Config
+			if c.Bool("virsh") {
+				if !c.Bool("libvirt") {
+					return withCode(ExitUsage, fmt.Errorf("--virsh needs --libvirt"))
+				}
+				for _, f := range []string{"codec", "policy", "max-bytes", "max-downtime", "on-budget", "codec-seed", "codec-effort", "codec-cache"} {
+					if c.IsSet(f) {
+						return withCode(ExitUsage, fmt.Errorf("--virsh is plain libvirt: no --%s (--max-time becomes virsh's --timeout)", f))
+					}
+				}
+				if link, err = wanLink(c); err != nil {
+					return err
+				}
+				path = "virsh migrate --live, unix socket"
+				if link != nil {
+					path += " over an emulated " + link.String() + " link"
+				}
+			} else if transport, path, err = wanTransport(c, e, dir); err != nil {
 				return err
 			}
 			if c.Bool("direct") && c.Bool("libvirt") {
@@ -66,6 +87,7 @@ intact, prints a report and tears everything down. Needs root.`,
 				CacheDir: cfg.CacheDir, QEMU: cfg.QEMU, Progress: prog.update, Log: e.log,
 				AllowUnsafeTCG: c.Bool("allow-unsafe-tcg"), Transport: transport, Path: path,
 				Direct: c.Bool("direct"), Parameters: params, Policy: policy, Libvirt: c.Bool("libvirt"),
+				Virsh: c.Bool("virsh"), Link: link, VirshTimeout: c.Duration("max-time"),
 			})
 			prog.done()
 			if err != nil && res.Error == "" {

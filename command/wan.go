@@ -126,27 +126,35 @@ func tunnelAuth(c *cli.Context, e *env, role string) (cfg tunnel.Config, ok bool
 	return cfg, modes == 1, nil
 }
 
+// wanLink reads the --wan-* flags: nil when none is given.
+func wanLink(c *cli.Context) (*wanlink.Config, error) {
+	if !c.IsSet("wan-bandwidth") && !c.IsSet("wan-rtt") && !c.IsSet("wan-jitter") {
+		return nil, nil
+	}
+	bw, rtt, jit := c.String("wan-bandwidth"), c.String("wan-rtt"), c.String("wan-jitter")
+	if bw == "" {
+		bw = "unlimited"
+	}
+	if rtt == "" {
+		rtt = "0s"
+	}
+	if jit == "" {
+		jit = "0s"
+	}
+	l, err := wanlink.ParseConfig(bw, rtt, jit)
+	if err != nil {
+		return nil, withCode(ExitUsage, fmt.Errorf("--wan-*: %w", err))
+	}
+	return &l, nil
+}
+
 // wanTransport builds the WAN path the flags ask for, or returns nil when
 // they ask for none. Without --tunnel-peer the dest end runs here, with a
 // fresh pre-shared key, unless authentication flags say otherwise.
 func wanTransport(c *cli.Context, e *env, dir string) (migrate.Transport, string, error) {
-	var link *wanlink.Config
-	if c.IsSet("wan-bandwidth") || c.IsSet("wan-rtt") || c.IsSet("wan-jitter") {
-		bw, rtt, jit := c.String("wan-bandwidth"), c.String("wan-rtt"), c.String("wan-jitter")
-		if bw == "" {
-			bw = "unlimited"
-		}
-		if rtt == "" {
-			rtt = "0s"
-		}
-		if jit == "" {
-			jit = "0s"
-		}
-		l, err := wanlink.ParseConfig(bw, rtt, jit)
-		if err != nil {
-			return nil, "", withCode(ExitUsage, fmt.Errorf("--wan-*: %w", err))
-		}
-		link = &l
+	link, err := wanLink(c)
+	if err != nil {
+		return nil, "", err
 	}
 	peer := c.String("tunnel-peer") // flags a command lacks read as empty
 	auth, given, err := tunnelAuth(c, e, "source")

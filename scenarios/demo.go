@@ -21,6 +21,7 @@ import (
 	"github.com/vmigrate/vmigrate/probe"
 	"github.com/vmigrate/vmigrate/qmp"
 	"github.com/vmigrate/vmigrate/stopcopy"
+	"github.com/vmigrate/vmigrate/wanlink"
 )
 
 // DemoOptions configure Demo.
@@ -42,7 +43,12 @@ type DemoOptions struct {
 	Policy stopcopy.Policy
 	// Libvirt runs the lab as two libvirt daemons and migrates the guest
 	// as a libvirt domain (migrate.RunLibvirt).
-	Libvirt      bool
+	Libvirt bool
+	// Virsh, with Libvirt, migrates with plain `virsh migrate --live`
+	// through Link instead (no tunnel, no codec, no policy): the baseline.
+	Virsh        bool
+	Link         *wanlink.Config
+	VirshTimeout time.Duration // virsh's --timeout (suspend after it)
 	PopulateWait time.Duration // how long the workload may take to fill its working set
 	Progress     func(migrate.Progress)
 	Log          *zap.Logger
@@ -173,7 +179,12 @@ func demoLibvirt(ctx context.Context, o DemoOptions, res DemoResult) (DemoResult
 	if p := o.Parameters; p != nil && p.MaxBandwidth != nil {
 		opts.MaxBandwidthMiB = *p.MaxBandwidth >> 20
 	}
-	mres, err := migrate.RunLibvirt(ctx, opts)
+	var mres migrate.Result
+	if o.Virsh {
+		mres, err = virshMigrate(ctx, l, o.Link, o.VirshTimeout, opts.Probe)
+	} else {
+		mres, err = migrate.RunLibvirt(ctx, opts)
+	}
 	res.Result = mres
 	if err != nil {
 		return res, err
