@@ -215,19 +215,9 @@ func (l *Lab) waitAgent(ctx context.Context) error {
 	}
 }
 
-// HTTPClient returns a client whose connections start inside the lab's
-// namespace, as a client on the bridge would. Keep-alives are off: after
-// a migration a kept connection would carry stale TCP state questions
-// that a fresh client would not have.
-func (l *Lab) HTTPClient() *http.Client {
-	return &http.Client{
-		Transport: &http.Transport{
-			DialContext:       l.Netns.DialContext,
-			DisableKeepAlives: true,
-		},
-		Timeout: 30 * time.Second,
-	}
-}
+// HTTPClient returns a client whose connections start on the bridge
+// (Netns.HTTPClient).
+func (l *Lab) HTTPClient() *http.Client { return l.Netns.HTTPClient() }
 
 // Dial opens a TCP connection to addr from the bridge.
 func (l *Lab) Dial(ctx context.Context, addr string) (net.Conn, error) {

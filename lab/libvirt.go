@@ -626,12 +626,7 @@ func (l *LibvirtLab) RestartDaemon(ctx context.Context, side string) error {
 }
 
 // HTTPClient returns a client whose connections start on the bridge.
-func (l *LibvirtLab) HTTPClient() *http.Client {
-	return &http.Client{
-		Transport: &http.Transport{DialContext: l.Netns.DialContext, DisableKeepAlives: true},
-		Timeout:   30 * time.Second,
-	}
-}
+func (l *LibvirtLab) HTTPClient() *http.Client { return l.Netns.HTTPClient() }
 
 // Dial opens a TCP connection to addr from the bridge.
 func (l *LibvirtLab) Dial(ctx context.Context, addr string) (net.Conn, error) {

@@ -6,12 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -60,6 +62,17 @@ func createNetns(ctx context.Context, name, hostCIDR string) (*Netns, error) {
 		}
 	}
 	return n, nil
+}
+
+// HTTPClient returns a client whose connections start inside the
+// namespace, as a client on the bridge would. Keep-alives are off: after
+// a migration a kept connection would carry stale TCP state questions
+// that a fresh client would not have.
+func (n *Netns) HTTPClient() *http.Client {
+	return &http.Client{
+		Transport: &http.Transport{DialContext: n.DialContext, DisableKeepAlives: true},
+		Timeout:   30 * time.Second,
+	}
 }
 
 // AddTap creates a tap device enslaved to the bridge.

@@ -8,6 +8,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/vmigrate/vmigrate/probe"
 	"github.com/vmigrate/vmigrate/qmp"
 	"github.com/vmigrate/vmigrate/stopcopy"
 )
@@ -109,6 +110,41 @@ func (d *driver) finish(err error) (Result, error) {
 	d.phase = PhaseCompleted
 	d.emit(Progress{TransferredBytes: d.res.RAMTransferred, TotalBytes: d.res.RAMBytes})
 	return d.res, nil
+}
+
+// startProbe starts the prober of the guest-observed downtime, if cfg
+// asks for one; stopProbe (deferred) stops it if probeAnswered did not.
+func (d *driver) startProbe(ctx context.Context, cfg *probe.Config) *probe.Prober {
+	if cfg == nil {
+		return nil
+	}
+	return probe.Start(ctx, *cfg)
+}
+
+func (d *driver) stopProbe(p *probe.Prober) {
+	if p != nil && d.res.Probe == nil {
+		pr := p.Stop()
+		d.res.Probe = &pr
+	}
+}
+
+// probeAnswered waits, after the switchover, for the guest to answer from
+// the destination: the gap ends with that answer. It stops the prober and
+// records what it saw.
+func (d *driver) probeAnswered(ctx context.Context, p *probe.Prober, timeout time.Duration) error {
+	if p == nil {
+		return nil
+	}
+	wctx, cancel := context.WithTimeout(ctx, timeout)
+	answered := p.WaitAnswer(wctx, time.Now())
+	cancel()
+	pr := p.Stop()
+	d.res.Probe = &pr
+	d.res.ObservedDowntimeMS = pr.MaxGapMS
+	if !answered {
+		return fmt.Errorf("%w: the guest does not answer the prober after the switchover", ErrDestLost)
+	}
+	return nil
 }
 
 // qmpControl steers a source QEMU over QMP.

@@ -309,16 +309,8 @@ func (r *virtRunner) run(ctx context.Context) error {
 		}
 		done <- err
 	}()
-	var prober *probe.Prober
-	if r.o.Probe != nil {
-		prober = probe.Start(ctx, *r.o.Probe)
-		defer func() {
-			if prober != nil {
-				pr := prober.Stop()
-				r.res.Probe = &pr
-			}
-		}()
-	}
+	prober := r.startProbe(ctx, r.o.Probe)
+	defer r.stopProbe(prober)
 	if err := r.monitor(ctx, done); err != nil {
 		return err
 	}
@@ -326,17 +318,8 @@ func (r *virtRunner) run(ctx context.Context) error {
 	if err := r.confirm(ctx); err != nil {
 		return err
 	}
-	if prober != nil {
-		wctx, cancel := context.WithTimeout(ctx, r.o.StartTimeout)
-		answered := prober.WaitAnswer(wctx, time.Now())
-		cancel()
-		pr := prober.Stop()
-		prober = nil
-		r.res.Probe = &pr
-		r.res.ObservedDowntimeMS = pr.MaxGapMS
-		if !answered {
-			return r.fail(ctx, StageAfter, fmt.Errorf("%w: the guest does not answer the prober after the switchover", ErrDestLost))
-		}
+	if err := r.probeAnswered(ctx, prober, r.o.StartTimeout); err != nil {
+		return r.fail(ctx, StageAfter, err)
 	}
 	return nil
 }

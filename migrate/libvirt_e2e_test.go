@@ -269,6 +269,8 @@ func TestLibvirtMigrations(t *testing.T) {
 				t.Fatal(err)
 			}
 			o.Policy = p
+			// The last one keeps the source's definition, shut off.
+			o.KeepSource = policy == "qemu"
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 			defer cancel()
 			res, err := migrate.RunLibvirt(ctx, o)
@@ -289,8 +291,12 @@ func TestLibvirtMigrations(t *testing.T) {
 			if s := domState(t, o.DstURI, o.Domain); s != "running" || !persistent(t, o.DstURI, o.Domain) {
 				t.Errorf("destination domain %s (persistent %v), want running and defined", s, s != "absent" && persistent(t, o.DstURI, o.Domain))
 			}
-			if s := domState(t, o.SrcURI, o.Domain); s != "absent" {
-				t.Errorf("source domain %s, want undefined", s)
+			want := "absent"
+			if o.KeepSource {
+				want = "shut off"
+			}
+			if s := domState(t, o.SrcURI, o.Domain); s != want {
+				t.Errorf("source domain %s, want %s", s, want)
 			}
 			labtest.LibvirtIntact(t, l, virtWSS/4096)
 		})
@@ -325,7 +331,8 @@ func TestLibvirtMigrations(t *testing.T) {
 			t.Errorf("source domain %s, want running", s)
 		}
 		// The destination's daemon, back, reaps the incoming domain its
-		// predecessor left: nothing stays there.
+		// predecessor left: nothing runs there, and only the definition
+		// the previous migration kept (--keep-source) stays.
 		rctx, rcancel := context.WithTimeout(context.Background(), time.Minute)
 		defer rcancel()
 		if err := l.RestartDaemon(rctx, side); err != nil {
@@ -333,13 +340,13 @@ func TestLibvirtMigrations(t *testing.T) {
 		}
 		var s string
 		for i := 0; i < 100; i++ {
-			if s = domState(t, o.DstURI, o.Domain); s == "absent" {
+			if s = domState(t, o.DstURI, o.Domain); s == "shut off" {
 				break
 			}
 			time.Sleep(100 * time.Millisecond)
 		}
-		if s != "absent" {
-			t.Errorf("destination domain %s after its daemon restarted, want absent", s)
+		if s != "shut off" {
+			t.Errorf("destination domain %s after its daemon restarted, want the kept definition, shut off", s)
 		}
 		labtest.LibvirtIntact(t, l, virtWSS/4096)
 	})
