@@ -54,8 +54,11 @@ type Options struct {
 	// Disks are the source's block node names (e.g. "vda"), which are
 	// also the export names on the destination.
 	Disks []string
-	// Socket is the unix socket the source's NBD clients connect to.
-	Socket string
+	// Socket is the unix socket the source's NBD clients connect to;
+	// Sockets, when it names a disk, gives that disk its own (a tunnel
+	// channel per disk).
+	Socket  string
+	Sockets map[string]string
 	// Sync is SyncFull (default) or SyncTop.
 	Sync string
 	// CopyMode is qmp.CopyModeBackground (default) or
@@ -66,7 +69,10 @@ type Options struct {
 	// ConvergeAfter, when set, switches a background mirror that is not
 	// ready after this long to write-blocking (QEMU 8.2+, block-job-change).
 	ConvergeAfter time.Duration
-	Log           *zap.Logger
+	// Progress, when set, is called about once a second while WaitReady
+	// waits.
+	Progress func([]DiskStats)
+	Log      *zap.Logger
 }
 
 // DiskStats is one disk's mirror.
@@ -77,9 +83,12 @@ type DiskStats struct {
 	Bytes int64 `json:"bytes"`
 	Done  int64 `json:"done_bytes"`
 	// ReadyMS is the time from Start to BLOCK_JOB_READY (0 before).
-	ReadyMS  int64  `json:"ready_ms"`
-	CopyMode string `json:"copy_mode"`
-	Status   string `json:"status"`
+	ReadyMS int64 `json:"ready_ms"`
+	// SentBytes went into the tunnel's channel of the disk (0 when the
+	// mirror connected to the destination directly).
+	SentBytes int64  `json:"sent_bytes,omitempty"`
+	CopyMode  string `json:"copy_mode"`
+	Status    string `json:"status"`
 }
 
 // Errors of a mirror, for errors.Is.
@@ -137,8 +146,10 @@ func Start(ctx context.Context, src *qmp.Client, o Options) (*Mirror, error) {
 	if len(o.Disks) == 0 {
 		return nil, ErrNoDisks
 	}
-	if o.Socket == "" {
-		return nil, errors.New("mirror: no socket for the NBD clients")
+	for _, n := range o.Disks {
+		if o.Socket == "" && o.Sockets[n] == "" {
+			return nil, fmt.Errorf("mirror %s: no socket for its NBD client", n)
+		}
 	}
 	if o.Sync == "" {
 		o.Sync = SyncFull
@@ -164,9 +175,13 @@ func Start(ctx context.Context, src *qmp.Client, o Options) (*Mirror, error) {
 	m := &Mirror{src: src, o: o, start: time.Now(), cur: src.Cursor()}
 	for _, n := range o.Disks {
 		d := &disk{node: n, job: "mirror-" + n, target: n + "-mirror-target", copyMode: o.CopyMode}
-		if err := src.BlockdevAddNBD(ctx, d.target, o.Socket, n); err != nil {
+		sock := o.Socket
+		if s := o.Sockets[n]; s != "" {
+			sock = s
+		}
+		if err := src.BlockdevAddNBD(ctx, d.target, sock, n); err != nil {
 			m.Abort(context.WithoutCancel(ctx))
-			return nil, fmt.Errorf("mirror %s: NBD client of %s: %w", n, o.Socket, err)
+			return nil, fmt.Errorf("mirror %s: NBD client of %s: %w", n, sock, err)
 		}
 		m.disks = append(m.disks, d)
 		err := src.BlockdevMirror(ctx, qmp.MirrorArgs{JobID: d.job, Device: n, Target: d.target, Sync: o.Sync, CopyMode: o.CopyMode, Granularity: o.Granularity})
@@ -222,6 +237,9 @@ func (m *Mirror) WaitReady(ctx context.Context) error {
 			if errors.Is(err, context.DeadlineExceeded) {
 				if err := m.checkJobs(ctx); err != nil {
 					return err
+				}
+				if m.o.Progress != nil {
+					m.o.Progress(m.Stats(ctx))
 				}
 				continue
 			}

@@ -265,6 +265,7 @@ func TestMirrorRefuses(t *testing.T) {
 	}{
 		{blockmirror.Options{}, "no disks"},
 		{blockmirror.Options{Disks: []string{"vda"}}, "no socket"},
+		{blockmirror.Options{Disks: []string{"vda"}, Sockets: map[string]string{"vdb": "/x"}}, "no socket"},
 		{blockmirror.Options{Disks: []string{"vda"}, Socket: "/x", Sync: "most"}, "sync"},
 		{blockmirror.Options{Disks: []string{"vda"}, Socket: "/x", Granularity: 3000}, "granularity"},
 		{blockmirror.Options{Disks: []string{"vda"}, Socket: filepath.Join(t.TempDir(), "nobody")}, "NBD client"},

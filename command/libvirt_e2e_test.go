@@ -60,3 +60,23 @@ func TestDemoLibvirt(t *testing.T) {
 			res.Verified, res.PagesWrong, res.Codec != nil, res.WireBytes, res.Decision, res.DestStatus, res.SourceStatus)
 	}
 }
+
+// lab --libvirt starts two libvirt hosts, prints a run --domain command
+// for them, and tears everything down when --for ends.
+func TestLabLibvirt(t *testing.T) {
+	labtest.Image(t)
+	code, out, _ := vmigrate(t, "lab", "--libvirt", "--mem", "256M", "--workload", "idle", "--for", "1s")
+	if code != ExitOK {
+		t.Fatalf("exit %d", code)
+	}
+	for _, want := range []string{"libvirt lab up", "vmigrate run --domain vmigrate-guest --src-uri 'qemu+unix:///system?socket=", "--listen-socket", "--forward-socket"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q", want)
+		}
+	}
+	i := strings.Index(out, "socket=")
+	j := strings.Index(out[i:], "'")
+	if sock := out[i+len("socket=") : i+j]; labtest.Exists(sock) {
+		t.Errorf("the source daemon's socket %s is still there after the lab ended", sock)
+	}
+}

@@ -8,9 +8,10 @@
 //
 //	Up:   stale namespaces removed -> accelerator chosen (KVM only if the
 //	      guest really boots under it) -> namespace, bridge, two taps ->
-//	      source QEMU booting the guest, destination QEMU with
-//	      -incoming defer -> both QMP sockets answer -> the guest agent
-//	      answers HTTP on the bridge.
+//	      with Config.DiskBytes, two raw disk images in the run directory
+//	      (src-disk.img, dst-disk.img) -> source QEMU booting the guest,
+//	      destination QEMU with -incoming defer -> both QMP sockets
+//	      answer -> the guest agent answers HTTP on the bridge.
 //	Down: both QEMUs killed, namespace deleted (bridge and taps with it),
 //	      run directory removed. Down runs on success, on failure and on
 //	      Ctrl-C; Up cleans up after itself when it fails.
@@ -65,6 +66,10 @@ type Config struct {
 	CacheDir    string // where the accelerator probe's answer is kept
 	BootTimeout time.Duration
 	Log         *zap.Logger
+	// DiskBytes, when not 0, gives each side a raw disk of this size (a
+	// multiple of 4096) in the run directory: the source gets src-disk.img,
+	// the destination an empty dst-disk.img.
+	DiskBytes int64
 }
 
 // Lab is a running source and destination.
@@ -78,6 +83,9 @@ type Lab struct {
 	IncomingURI string        // where the destination listens for the stream
 	Guest       *guest.Client // the agent, reached from the bridge
 	BootTime    time.Duration // from starting the source to the agent answering
+	// SrcDisk and DstDisk are the disk images (Config.DiskBytes), raw; empty
+	// without disks.
+	SrcDisk, DstDisk string
 
 	log      *zap.Logger
 	downOnce sync.Once
@@ -104,6 +112,9 @@ func Up(ctx context.Context, cfg Config) (l *Lab, err error) {
 	}
 	if _, err := exec.LookPath("ip"); err != nil {
 		return nil, fmt.Errorf("ip not found: install iproute2 (make deps)")
+	}
+	if cfg.DiskBytes < 0 || cfg.DiskBytes%4096 != 0 {
+		return nil, fmt.Errorf("lab: disk size %d must be a non-negative multiple of 4096", cfg.DiskBytes)
 	}
 	if cfg.Image.Kernel == "" {
 		return nil, fmt.Errorf("no guest image: run `vmigrate guest build` (or make guest)")
@@ -164,6 +175,16 @@ func Up(ctx context.Context, cfg Config) (l *Lab, err error) {
 	src.Name, src.Tap, src.QMP, src.Serial = "src", "tsrc", filepath.Join(dir, "src.qmp"), filepath.Join(dir, "src.serial")
 	dst.Name, dst.Tap, dst.QMP, dst.Serial = "dst", "tdst", filepath.Join(dir, "dst.qmp"), filepath.Join(dir, "dst.serial")
 	dst.Incoming = true
+	if cfg.DiskBytes > 0 {
+		l.SrcDisk, l.DstDisk = filepath.Join(dir, "src-disk.img"), filepath.Join(dir, "dst-disk.img")
+		for _, p := range []string{l.SrcDisk, l.DstDisk} {
+			if err := createRawImage(p, cfg.DiskBytes); err != nil {
+				return l, err
+			}
+		}
+		src.Disk, src.DiskFormat = l.SrcDisk, DiskRaw
+		dst.Disk, dst.DiskFormat = l.DstDisk, DiskRaw
+	}
 
 	start := time.Now()
 	if l.Src, err = startVM(src, dir, l.Netns.Command); err != nil {
@@ -193,6 +214,23 @@ func Up(ctx context.Context, cfg Config) (l *Lab, err error) {
 	cfg.Log.Info("lab up", zap.String("accel", accel.Accel), zap.String("qemu", qemu.Version), zap.String("guest", GuestIP),
 		zap.String("src_qmp", src.QMP), zap.String("dst_qmp", dst.QMP), zap.Duration("boot", l.BootTime))
 	return l, nil
+}
+
+// createRawImage creates a sparse raw image of size bytes, what
+// `qemu-img create -f raw` does, without needing qemu-img.
+func createRawImage(path string, size int64) error {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return fmt.Errorf("lab: disk image: %w", err)
+	}
+	err = f.Truncate(size)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("lab: disk image %s: %w", path, err)
+	}
+	return nil
 }
 
 // waitAgent waits until the agent answers over the bridge: the serial line

@@ -3,6 +3,7 @@ package lab
 import (
 	"fmt"
 	"strconv"
+	"strings"
 )
 
 // Accelerator names as QEMU spells them in -accel.
@@ -11,9 +12,24 @@ const (
 	AccelTCG = "tcg"
 )
 
+// Disk image formats a VMSpec accepts.
+const (
+	DiskRaw   = "raw"
+	DiskQCOW2 = "qcow2"
+)
+
+// Names of the guest disk in QEMU, stable so that the migration code can
+// address it: the format node (what drive-mirror copies from), its file node,
+// and the device, which must have the same id on both sides.
+const (
+	DiskNode     = "vda"
+	DiskFileNode = "vda-file"
+	DiskDevice   = "vda-dev"
+)
+
 // VMSpec describes one QEMU process of the lab. Source and destination are
-// built from the same spec and differ only in Name, Tap, QMP, Serial and
-// Incoming, so the destination accepts the source's device state.
+// built from the same spec and differ only in Name, Tap, QMP, Serial, Disk
+// and Incoming, so the destination accepts the source's device state.
 type VMSpec struct {
 	Binary   string // qemu-system-x86_64
 	Name     string // "src" or "dst"; shown in ps and in QEMU's errors
@@ -30,6 +46,10 @@ type VMSpec struct {
 	MAC      string // the guest NIC's MAC; the same on both sides
 	UserNet  bool   // slirp NIC instead of a tap (the accelerator probe)
 	Incoming bool   // start with -incoming defer
+	// Disk is an image attached as virtio-blk device DiskDevice over the
+	// block nodes DiskFileNode and DiskNode; empty for no disk.
+	Disk       string
+	DiskFormat string // DiskRaw (default) or DiskQCOW2
 }
 
 // Args returns QEMU's argument list (without the binary). It is a pure
@@ -50,6 +70,13 @@ func (s VMSpec) Args() ([]string, error) {
 	}
 	if s.Tap != "" && s.UserNet {
 		return nil, fmt.Errorf("qemu args: a tap and user networking exclude each other")
+	}
+	format := s.DiskFormat
+	if format == "" {
+		format = DiskRaw
+	}
+	if format != DiskRaw && format != DiskQCOW2 {
+		return nil, fmt.Errorf("qemu args: disk format %q is neither raw nor qcow2", s.DiskFormat)
 	}
 	machine := s.Machine
 	if machine == "" {
@@ -84,11 +111,21 @@ func (s VMSpec) Args() ([]string, error) {
 			"-netdev", "user,id=n0,restrict=on",
 			"-device", nicDevice(s.MAC))
 	}
+	if s.Disk != "" {
+		args = append(args,
+			"-blockdev", "driver=file,filename="+optionValue(s.Disk)+",node-name="+DiskFileNode+",cache.direct=off",
+			"-blockdev", "driver="+format+",file="+DiskFileNode+",node-name="+DiskNode,
+			"-device", "virtio-blk-pci,drive="+DiskNode+",id="+DiskDevice)
+	}
 	if s.Incoming {
 		args = append(args, "-incoming", "defer")
 	}
 	return args, nil
 }
+
+// optionValue escapes a value for QEMU's key=value,... option syntax, where
+// a comma is written twice.
+func optionValue(v string) string { return strings.ReplaceAll(v, ",", ",,") }
 
 func nicDevice(mac string) string {
 	d := "virtio-net-pci,netdev=n0"

@@ -24,7 +24,21 @@ func TestVMSpecArgs(t *testing.T) {
 				{"-netdev", "tap,id=n0,ifname=tsrc,script=no,downscript=no"},
 				{"-device", "virtio-net-pci,netdev=n0,mac=52:54:00:77:00:10"},
 				{"-qmp", "unix:/r/src.qmp,server=on,wait=off"}, {"-serial", "file:/r/src.serial"}},
-			absent: []string{"-incoming", "-cpu"}},
+			absent: []string{"-incoming", "-cpu", "-blockdev"}},
+		{name: "raw disk", mod: func(s *VMSpec) { s.Disk = "/r/src-disk.img" },
+			want: [][]string{
+				{"-blockdev", "driver=file,filename=/r/src-disk.img,node-name=vda-file,cache.direct=off"},
+				{"-blockdev", "driver=raw,file=vda-file,node-name=vda"},
+				{"-device", "virtio-blk-pci,drive=vda,id=vda-dev"}}},
+		{name: "qcow2 disk", mod: func(s *VMSpec) { s.Disk = "/r/d.qcow2"; s.DiskFormat = DiskQCOW2 },
+			want: [][]string{
+				{"-blockdev", "driver=file,filename=/r/d.qcow2,node-name=vda-file,cache.direct=off"},
+				{"-blockdev", "driver=qcow2,file=vda-file,node-name=vda"}}},
+		{name: "comma in the disk path is doubled", mod: func(s *VMSpec) { s.Disk = "/r/a,b.img" },
+			want: [][]string{{"-blockdev", "driver=file,filename=/r/a,,b.img,node-name=vda-file,cache.direct=off"}}},
+		{name: "destination disk", mod: func(s *VMSpec) { s.Disk = "/r/dst-disk.img"; s.Incoming = true },
+			want: [][]string{{"-device", "virtio-blk-pci,drive=vda,id=vda-dev"}, {"-incoming", "defer"}}},
+		{name: "unknown disk format", mod: func(s *VMSpec) { s.Disk = "/d"; s.DiskFormat = "vmdk" }, wantErr: "neither raw nor qcow2"},
 		{name: "destination waits for the stream", mod: func(s *VMSpec) { s.Incoming = true; s.Name = "dst" },
 			want: [][]string{{"-incoming", "defer"}, {"-name", "vmigrate-dst"}}},
 		{name: "kvm keeps the default, migratable cpu model", mod: func(s *VMSpec) { s.Accel = AccelKVM },
@@ -81,28 +95,39 @@ func TestVMSpecArgs(t *testing.T) {
 // Source and destination must differ only where the lab wants them to,
 // or the destination refuses the source's device state.
 func TestSourceAndDestinationMatch(t *testing.T) {
-	base := VMSpec{Binary: "q", Accel: AccelTCG, MemBytes: 1 << 30, Kernel: "/k", Initrd: "/i", Append: "a", MAC: "m"}
-	src, dst := base, base
-	src.Name, src.Tap, src.QMP, src.Serial = "src", "tsrc", "/s.qmp", "/s.log"
-	dst.Name, dst.Tap, dst.QMP, dst.Serial, dst.Incoming = "dst", "tdst", "/d.qmp", "/d.log", true
-	a, err := src.Args()
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := dst.Args()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(b) != len(a)+2 {
-		t.Fatalf("destination has %d args, source %d: want exactly -incoming defer more", len(b), len(a))
-	}
-	differ := 0
-	for i := range a {
-		if a[i] != b[i] {
-			differ++
-		}
-	}
-	if differ != 4 { // -name, -serial, -qmp, -netdev values
-		t.Errorf("%d arguments differ, want 4:\n%q\n%q", differ, a, b)
+	for _, tc := range []struct {
+		name     string
+		src, dst string // disk images
+		differ   int
+	}{
+		{"no disk", "", "", 4},          // -name, -serial, -qmp, -netdev values
+		{"disk", "/s.img", "/d.img", 5}, // and the file node's filename; node names and device id equal
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			base := VMSpec{Binary: "q", Accel: AccelTCG, MemBytes: 1 << 30, Kernel: "/k", Initrd: "/i", Append: "a", MAC: "m"}
+			src, dst := base, base
+			src.Name, src.Tap, src.QMP, src.Serial, src.Disk = "src", "tsrc", "/s.qmp", "/s.log", tc.src
+			dst.Name, dst.Tap, dst.QMP, dst.Serial, dst.Disk, dst.Incoming = "dst", "tdst", "/d.qmp", "/d.log", tc.dst, true
+			a, err := src.Args()
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, err := dst.Args()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(b) != len(a)+2 {
+				t.Fatalf("destination has %d args, source %d: want exactly -incoming defer more", len(b), len(a))
+			}
+			differ := 0
+			for i := range a {
+				if a[i] != b[i] {
+					differ++
+				}
+			}
+			if differ != tc.differ {
+				t.Errorf("%d arguments differ, want %d:\n%q\n%q", differ, tc.differ, a, b)
+			}
+		})
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/vmigrate/vmigrate/blockmirror"
 	"github.com/vmigrate/vmigrate/pagecodec"
 	"github.com/vmigrate/vmigrate/probe"
 )
@@ -43,6 +44,8 @@ type Result struct {
 	Codec          *pagecodec.Stats `json:"codec,omitempty"`
 	RAMBytes       int64            `json:"ram_total_bytes"`
 	RAMTransferred int64            `json:"ram_transferred_bytes"`
+	// Disks are the mirrors of the VM's disks (Options.Disks).
+	Disks []blockmirror.DiskStats `json:"disks,omitempty"`
 
 	Passes []Pass `json:"passes"`
 	// Policy is the stop rule (smart, xen, qemu, or budget(...)); Decision
@@ -74,6 +77,7 @@ type Phase string
 const (
 	PhasePreflight  Phase = "preflight"
 	PhaseSetup      Phase = "setup"
+	PhaseMirror     Phase = "mirror" // disks copied until in sync, before the RAM moves
 	PhasePrecopy    Phase = "precopy"
 	PhaseSwitchover Phase = "switchover"
 	PhaseCompleted  Phase = "completed"

@@ -74,6 +74,16 @@ type Options struct {
 	// stop-and-copy when the rule says so; the user's limit is restored
 	// afterwards.
 	Policy stopcopy.Policy
+	// Disks are block nodes (the same names on both sides, e.g. "vda")
+	// mirrored to the destination before the RAM moves; the destination
+	// serves its images of them over NBD on NBDSocket (a unix socket path
+	// as its QEMU sees it). DiskCopyMode is the mirror's copy mode
+	// (background by default), DiskConvergeAfter when a background mirror
+	// not yet in sync turns write-blocking.
+	Disks             []string
+	NBDSocket         string
+	DiskCopyMode      string
+	DiskConvergeAfter time.Duration
 	// AllowUnsafeTCG migrates a TCG guest even on a QEMU older than 9.0,
 	// whose TCG dirty tracking loses guest writes (see ErrUnsafeTCG).
 	AllowUnsafeTCG bool
@@ -86,8 +96,9 @@ type Options struct {
 // runner is the state of one Run.
 type runner struct {
 	driver
-	o    Options
-	seen qmp.Cursor // the last source event monitor handled
+	o     Options
+	seen  qmp.Cursor // the last source event monitor handled
+	disks diskRun
 }
 
 // Run migrates the VM from o.Src to o.Dst. The Result is filled in
@@ -141,6 +152,9 @@ func (r *runner) run(ctx context.Context) error {
 	if t == nil && r.o.RelayDir != "" && strings.HasPrefix(r.o.IncomingURI, "unix:") {
 		t = &RelayTransport{Dir: r.o.RelayDir}
 	}
+	if err := r.carryDisks(t); err != nil {
+		return r.fail(ctx, StagePrecopy, err)
+	}
 	if t != nil {
 		uri, err := t.Open(ctx, r.o.SourceURI)
 		if err != nil {
@@ -149,6 +163,10 @@ func (r *runner) run(ctx context.Context) error {
 		r.transport = t // closed by Run
 		r.o.SourceURI = uri
 	}
+	if err := r.mirrorDisks(ctx); err != nil {
+		return r.fail(ctx, StagePrecopy, fmt.Errorf("disks: %w", err))
+	}
+	defer r.restorePauseCap(context.WithoutCancel(ctx))
 	defer r.restoreQEMU(ctx) // also after a hold that failed half way
 	if err := r.holdQEMU(ctx); err != nil {
 		return r.fail(ctx, StagePrecopy, err)
@@ -195,6 +213,9 @@ func (r *runner) resolveSourceURI(ctx context.Context) error {
 // preflight checks both sides without changing anything but the events
 // capability, which only makes QEMU report more.
 func (r *runner) preflight(ctx context.Context) error {
+	if len(r.o.Disks) > 0 && r.o.NBDSocket == "" {
+		return errors.New("disks: no socket for the destination's NBD server")
+	}
 	src, err := r.o.Src.QueryStatus(ctx)
 	if err != nil {
 		return fmt.Errorf("source: query-status: %w", err)
@@ -440,6 +461,11 @@ func (r *runner) onStatus(ctx context.Context, status string) (done bool, err er
 		return true, r.fail(ctx, r.stage(), errors.New("migration cancelled on the source by someone else"))
 	case "pre-switchover", "device":
 		r.phase = PhaseSwitchover
+		if status == "pre-switchover" {
+			if err := r.switchDisks(ctx); err != nil {
+				return true, r.fail(ctx, StageSwitchover, fmt.Errorf("disks: %w", err))
+			}
+		}
 	}
 	return false, nil
 }
@@ -534,6 +560,7 @@ func (r *runner) fail(ctx context.Context, stage string, cause error) error {
 		}
 	}
 	e := &Error{Stage: stage, Cancelled: cancelled, Err: cause}
+	defer r.abortDisks(cctx) // after the migration is cancelled: the mirrors are its first part
 
 	// The source's final migration status decides what is safe. Unknown
 	// counts as completed: the VM may have left.

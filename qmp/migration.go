@@ -195,3 +195,9 @@ func (c *Client) QueryMigrateParameters(ctx context.Context) (MigrationParameter
 func (c *Client) MigrateCancel(ctx context.Context) error {
 	return c.Execute(ctx, "migrate_cancel", nil, nil)
 }
+
+// MigrateContinue lets a migration waiting in state (with the
+// pause-before-switchover capability: "pre-switchover") go on.
+func (c *Client) MigrateContinue(ctx context.Context, state string) error {
+	return c.Execute(ctx, "migrate-continue", map[string]string{"state": state}, nil)
+}

@@ -62,6 +62,8 @@ type Codec interface {
 // Path is one migration's WAN path. Its goroutines end at Close.
 type Path struct {
 	cfg Config
+	// disks are extra channels, one per disk (CarryDisk), relayed as they are.
+	disks []diskChannel
 
 	cancel  context.CancelFunc
 	dest    *tunnel.Dest
@@ -105,6 +107,26 @@ func WindowFor(link wanlink.Config) int {
 	return int(min(max(w, tunnel.DefaultWindow), tunnel.MaxWindow))
 }
 
+type diskChannel struct{ name, sock, forward string }
+
+// CarryDisk adds a channel named name for a disk's NBD traffic, to be
+// called before Open: the source end listens on the returned unix socket
+// and a dest end in this process forwards to forward (unix:PATH). A
+// remote dest end must know the channel's name. The bytes pass as they
+// are (no codec).
+func (p *Path) CarryDisk(name, forward string) (string, error) {
+	if p.src != nil {
+		return "", errors.New("wanpath: CarryDisk after Open")
+	}
+	dir := p.cfg.Dir
+	if dir == "" {
+		dir = filepath.Dir(p.cfg.Socket)
+	}
+	sock := filepath.Join(dir, fmt.Sprintf("disk%d.sock", len(p.disks)))
+	p.disks = append(p.disks, diskChannel{name: name, sock: sock, forward: forward})
+	return sock, nil
+}
+
 // ListenAt makes Open's source end listen at path (the socket a libvirt
 // unix:// migration URI names) instead of one in Config.Dir.
 func (p *Path) ListenAt(path string) { p.cfg.Socket = path }
@@ -122,8 +144,12 @@ func (p *Path) Open(ctx context.Context, incomingURI string) (string, error) {
 	p.cancel = cancel
 	peer := p.cfg.Peer
 	if peer == "" {
+		fwd := map[string]string{ChannelRAM: incomingURI}
+		for _, d := range p.disks {
+			fwd[d.name] = d.forward
+		}
 		dcfg := tunnel.DestConfig{
-			Listen: "tcp:127.0.0.1:0", Forward: tunnel.ForwardByName(map[string]string{ChannelRAM: incomingURI}),
+			Listen: "tcp:127.0.0.1:0", Forward: tunnel.ForwardByName(fwd),
 			Tunnel: p.cfg.DestTunnel, Logger: p.cfg.Log.Named("tunnel-dest"),
 		}
 		if p.cfg.Codec != nil {
@@ -165,8 +191,12 @@ func (p *Path) Open(ctx context.Context, incomingURI string) (string, error) {
 	if p.cfg.Codec != nil {
 		port.Codec = p.cfg.Codec
 	}
+	ports := []tunnel.Port{port}
+	for _, d := range p.disks {
+		ports = append(ports, tunnel.Port{Name: d.name, Addr: "unix:" + d.sock})
+	}
 	src, err := tunnel.StartSource(life, tunnel.SourceConfig{
-		Ports: []tunnel.Port{port},
+		Ports: ports,
 		Peer:  peer, Tunnel: p.cfg.Tunnel, Logger: p.cfg.Log.Named("tunnel-source"),
 	})
 	if err != nil {
@@ -185,7 +215,9 @@ func (p *Path) Counts() (stream, wire int64) {
 		stream = p.cfg.Codec.Stats().StreamBytes // the channel carries the encoded form
 	case p.src != nil:
 		for _, r := range p.src.Stats().Relays {
-			stream += r.ToPeer
+			if r.Name == ChannelRAM {
+				stream += r.ToPeer
+			}
 		}
 	}
 	if p.link != nil {
@@ -193,6 +225,21 @@ func (p *Path) Counts() (stream, wire int64) {
 		wire = st.Forward.Bytes + st.Reverse.Bytes
 	}
 	return stream, wire
+}
+
+// ChannelBytes is what the source end sent into the tunnel on the
+// channels named name (a disk's, from CarryDisk).
+func (p *Path) ChannelBytes(name string) int64 {
+	if p.src == nil {
+		return 0
+	}
+	var n int64
+	for _, r := range p.src.Stats().Relays {
+		if r.Name == name {
+			n += r.ToPeer
+		}
+	}
+	return n
 }
 
 // CodecStats are the codec's counters, or nil without one.

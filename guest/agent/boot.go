@@ -49,6 +49,8 @@ func run(con *console) error {
 	}
 	if cfg, err := workload.ParseCmdline(string(cmdline)); err != nil {
 		con.printf("workload from kernel command line: %v; staying idle", err)
+	} else if err := waitDisk(cfg); err != nil {
+		con.printf("workload: %v; staying idle", err)
 	} else if _, err := srv.SetWorkload(cfg); err != nil {
 		con.printf("start workload: %v; staying idle", err)
 	}
@@ -60,6 +62,24 @@ func run(con *console) error {
 	fmt.Fprintf(con.w, "%s ip=%s boot=%s\n", agentapi.ReadyPrefix, netcfg.Addr.Addr(), srv.BootID)
 	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	return fmt.Errorf("http: %w", hs.Serve(ln))
+}
+
+// waitDisk waits, for a workload with a disk working set, until the kernel
+// has created agentapi.DiskPath: virtio_blk probes the disk after its module
+// was loaded.
+func waitDisk(cfg workload.Config) error {
+	if cfg.Name != workload.MemDirty || cfg.DiskWSSBytes == 0 {
+		return nil
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		_, err := os.Stat(agentapi.DiskPath)
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("disk %s: not there after 10s (virtio_blk not loaded, or no -device virtio-blk-pci): %w", agentapi.DiskPath, err)
+		}
+	}
 }
 
 // attach points stdout and stderr at /dev/console on the freshly mounted

@@ -1,7 +1,7 @@
 // Command agent is the init process (PID 1, /init in the initramfs) of the
 // vmigrate test guest: it brings up the virtio network with the address from
-// the kernel command line, starts the memory workload, and serves the HTTP
-// API of package agentapi on port 80.
+// the kernel command line, starts the memory workload (and the disk workload
+// on /dev/vda), and serves the HTTP API of package agentapi on port 80.
 //
 // PID 1 must never exit (the kernel panics), so on a fatal error the agent
 // prints it on the console and sleeps forever.

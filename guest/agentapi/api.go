@@ -30,6 +30,9 @@ const (
 	ModuleOrderFile = ModuleDir + "/load.order"
 	// Busybox is the static busybox, for debugging (rdinit=/bin/sh).
 	Busybox = "/bin/busybox"
+	// DiskPath is the guest's disk, the lab's virtio-blk device (id vda-dev):
+	// the disk workload writes its first disk_wss_bytes.
+	DiskPath = "/dev/vda"
 )
 
 // Modules are the kernel modules the guest needs for virtio networking and
@@ -52,22 +55,45 @@ type Status struct {
 // applied) and progress.
 type WorkloadStatus struct {
 	workload.Config
-	Running             bool      `json:"running"`
-	Populated           bool      `json:"populated"` // initial fill done
+	Running bool `json:"running"`
+	// Populated is true once the initial fill is done: of the memory and,
+	// with a disk working set, of the disk.
+	Populated           bool      `json:"populated"`
 	PopulateMS          int64     `json:"populate_ms"`
 	DirtiedTotal        uint64    `json:"dirtied_total"`
 	AchievedPagesPerSec float64   `json:"achieved_pages_per_sec"`
 	TargetPagesPerSec   float64   `json:"target_pages_per_sec"`
 	StartedAt           time.Time `json:"started_at,omitzero"` // guest wall clock
+	// Disk is the disk writer's progress; nil without a disk working set.
+	Disk *DiskStatus `json:"disk,omitempty"`
 	// Error is why the last workload change failed, if it did.
 	Error string `json:"error,omitempty"`
 }
 
+// DiskStatus is the progress of the disk writer (workload.Disk).
+type DiskStatus struct {
+	Running              bool    `json:"running"`
+	Populated            bool    `json:"populated"` // every block of the working set written once
+	PopulateMS           int64   `json:"populate_ms"`
+	WrittenTotal         uint64  `json:"written_total"` // blocks rewritten after the fill
+	AchievedWritesPerSec float64 `json:"achieved_writes_per_sec"`
+	TargetWritesPerSec   float64 `json:"target_writes_per_sec"`
+	// Error is the failed write that stopped the writer, if one did.
+	Error string `json:"error,omitempty"`
+}
+
 // VerifyResult is the answer to GET /verify. The page content is intact when
-// PagesWrong is 0.
+// PagesWrong is 0, the disk content when BlocksWrong is 0 (BlocksChecked is 0
+// without a disk working set).
 type VerifyResult struct {
 	PagesChecked int64 `json:"pages_checked"`
 	PagesWrong   int64 `json:"pages_wrong"`
 	FirstWrong   int64 `json:"first_wrong"` // page index, or -1
-	MS           int64 `json:"ms"`          // time the check took
+
+	BlocksChecked   int64 `json:"blocks_checked"`
+	BlocksWrong     int64 `json:"blocks_wrong"`
+	BlocksStale     int64 `json:"blocks_stale"`      // of BlocksWrong, those holding an older generation
+	FirstWrongBlock int64 `json:"first_wrong_block"` // block index, or -1
+
+	MS int64 `json:"ms"` // time the check took
 }

@@ -17,5 +17,6 @@
 //	GET  /ping      "pong <seq>", cheap, for a prober that polls every few ms
 //	GET  /status    Status
 //	POST /workload  workload.Config; replaces the running workload ("idle" stops it)
-//	GET  /verify    VerifyResult; 409 while no memdirty workload is populated
+//	GET  /verify    VerifyResult (pages, and disk blocks with a disk working set);
+//	                409 while no memdirty workload is populated
 package agentapi

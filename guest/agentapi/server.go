@@ -41,6 +41,9 @@ type Server struct {
 	Booted   time.Time // for uptime
 	MemTotal int64     // bytes; 0 disables the fit check
 	Memory   Allocator // nil: anonymous mmap
+	// OpenDisk opens the disk of a workload with a disk working set; nil
+	// opens DiskPath with O_DIRECT|O_DSYNC.
+	OpenDisk func() (Disk, error)
 	Logf     func(format string, args ...any)
 
 	pings atomic.Uint64
@@ -50,18 +53,28 @@ type Server struct {
 	lastErr string
 }
 
-// run is one running memdirty workload.
+// run is one running memdirty workload, with its disk writer if it has a
+// disk working set.
 type run struct {
 	w      *workload.Workload
 	mem    []byte
+	d      *workload.Disk // nil without a disk working set
+	disk   Disk
 	cancel context.CancelFunc
-	done   chan struct{}
+	wg     sync.WaitGroup // the memory and disk goroutines
 }
 
 func (s *Server) logf(format string, args ...any) {
 	if s.Logf != nil {
 		s.Logf(format, args...)
 	}
+}
+
+func (s *Server) openDisk() (Disk, error) {
+	if s.OpenDisk != nil {
+		return s.OpenDisk()
+	}
+	return openDirectDisk(DiskPath)
 }
 
 func (s *Server) memory() Allocator {
@@ -109,25 +122,72 @@ func (s *Server) replace(cfg workload.Config) error {
 		s.logf("workload: idle")
 		return nil
 	}
-	mem, err := s.memory().Alloc(cfg.WSSBytes)
-	if err != nil {
-		return fmt.Errorf("workload: allocate %d bytes: %w", cfg.WSSBytes, err)
+	r := &run{}
+	if cfg.DiskWSSBytes > 0 {
+		disk, d, err := s.startDisk(cfg)
+		if err != nil {
+			return err
+		}
+		r.disk, r.d = disk, d
 	}
-	w, err := workload.New(cfg, mem)
+	mem, err := s.memory().Alloc(cfg.WSSBytes)
+	if err == nil {
+		r.mem = mem
+		r.w, err = workload.New(cfg, mem)
+		if err != nil {
+			s.memory().Free(mem)
+		}
+	} else {
+		err = fmt.Errorf("workload: allocate %d bytes: %w", cfg.WSSBytes, err)
+	}
 	if err != nil {
-		s.memory().Free(mem)
+		if r.disk != nil {
+			r.disk.Close()
+		}
 		return err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &run{w: w, mem: mem, cancel: cancel, done: make(chan struct{})}
-	go func() {
-		defer close(r.done)
-		w.Run(ctx) // returns when ctx ends
+	r.cancel = cancel
+	r.wg.Add(1)
+	go func() { // exits when ctx ends
+		defer r.wg.Done()
+		r.w.Run(ctx)
 	}()
+	if r.d != nil {
+		r.wg.Add(1)
+		go func() { // exits when ctx ends or a write fails (reported by Stats)
+			defer r.wg.Done()
+			if err := r.d.Run(ctx); err != nil {
+				s.logf("workload: disk writer stopped: %v", err)
+			}
+		}()
+	}
 	s.cur = r
-	s.logf("workload: memdirty wss=%s rate=%d bpp=%d hot=%g:%g",
-		workload.FormatSize(cfg.WSSBytes), cfg.PagesPerSec, cfg.BytesPerPage, cfg.HotFraction, cfg.HotWeight)
+	s.logf("workload: memdirty wss=%s rate=%d bpp=%d hot=%g:%g disk=%s diskrate=%d",
+		workload.FormatSize(cfg.WSSBytes), cfg.PagesPerSec, cfg.BytesPerPage, cfg.HotFraction, cfg.HotWeight,
+		workload.FormatSize(cfg.DiskWSSBytes), cfg.DiskWritesPerSec)
 	return nil
+}
+
+// startDisk opens the disk and prepares the writer of cfg's disk working set.
+func (s *Server) startDisk(cfg workload.Config) (Disk, *workload.Disk, error) {
+	disk, err := s.openDisk()
+	if err != nil {
+		return nil, nil, fmt.Errorf("workload: disk: %w", err)
+	}
+	size, err := disk.Size()
+	if err == nil && cfg.DiskWSSBytes > size {
+		err = fmt.Errorf("%w: disk_wss_bytes %d exceeds the disk's %d bytes", ErrBadConfig, cfg.DiskWSSBytes, size)
+	}
+	var d *workload.Disk
+	if err == nil {
+		d, err = workload.NewDisk(cfg, disk)
+	}
+	if err != nil {
+		disk.Close()
+		return nil, nil, fmt.Errorf("workload: disk: %w", err)
+	}
+	return disk, d, nil
 }
 
 // stop ends the running workload and frees its memory. Callers hold mu for
@@ -138,12 +198,18 @@ func (s *Server) stop() error {
 		return nil
 	}
 	r.cancel()
-	<-r.done
+	r.wg.Wait()
 	s.cur = nil
+	var errs []error
 	if err := s.memory().Free(r.mem); err != nil {
-		return fmt.Errorf("workload: free working set: %w", err)
+		errs = append(errs, fmt.Errorf("workload: free working set: %w", err))
 	}
-	return nil
+	if r.disk != nil {
+		if err := r.disk.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("workload: close disk: %w", err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // Close stops the workload and frees its memory.
@@ -181,11 +247,27 @@ func (s *Server) workloadStatus() WorkloadStatus {
 	ws.AchievedPagesPerSec = st.AchievedPagesPerSec
 	ws.TargetPagesPerSec = st.TargetPagesPerSec
 	ws.StartedAt = st.StartedAt
+	if s.cur.d != nil {
+		ds := s.cur.d.Stats()
+		ws.Populated = ws.Populated && ds.Populated
+		ws.Disk = &DiskStatus{
+			Running:              ds.Running,
+			Populated:            ds.Populated,
+			PopulateMS:           ds.PopulateDuration.Milliseconds(),
+			WrittenTotal:         ds.WrittenTotal,
+			AchievedWritesPerSec: ds.AchievedWritesPerSec,
+			TargetWritesPerSec:   ds.TargetWritesPerSec,
+		}
+		if ds.Err != nil {
+			ws.Disk.Error = ds.Err.Error()
+		}
+	}
 	return ws
 }
 
-// Verify checks the working set; it returns workload.ErrNotPopulated when no
-// memdirty workload has finished its initial fill.
+// Verify checks the working set in memory and, with a disk working set, on
+// the disk; it returns workload.ErrNotPopulated when no memdirty workload has
+// finished its initial fill (of both).
 func (s *Server) Verify() (VerifyResult, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
@@ -193,16 +275,23 @@ func (s *Server) Verify() (VerifyResult, error) {
 		return VerifyResult{}, workload.ErrNotPopulated
 	}
 	t0 := time.Now()
+	res := VerifyResult{FirstWrongBlock: -1}
+	if s.cur.d != nil {
+		// The disk first: it fails fast with ErrNotPopulated while filling.
+		d, err := s.cur.d.Verify()
+		if err != nil {
+			return VerifyResult{}, err
+		}
+		res.BlocksChecked, res.BlocksWrong, res.BlocksStale, res.FirstWrongBlock =
+			d.BlocksChecked, d.BlocksWrong, d.BlocksStale, d.FirstWrong
+	}
 	r, err := s.cur.w.Verify()
 	if err != nil {
 		return VerifyResult{}, err
 	}
-	return VerifyResult{
-		PagesChecked: r.PagesChecked,
-		PagesWrong:   r.PagesWrong,
-		FirstWrong:   r.FirstWrong,
-		MS:           time.Since(t0).Milliseconds(),
-	}, nil
+	res.PagesChecked, res.PagesWrong, res.FirstWrong = r.PagesChecked, r.PagesWrong, r.FirstWrong
+	res.MS = time.Since(t0).Milliseconds()
+	return res, nil
 }
 
 // Handler serves the agent's HTTP API.

@@ -2,6 +2,7 @@ package agentapi_test
 
 import (
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -215,4 +216,108 @@ func TestVerifyWhileReplacing(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+}
+
+// memDisk is a Disk in memory that records whether it was closed.
+type memDisk struct {
+	mu     sync.Mutex
+	data   []byte
+	closed bool
+}
+
+func (d *memDisk) ReadAt(p []byte, off int64) (int, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return copy(p, d.data[off:]), nil
+}
+
+func (d *memDisk) WriteAt(p []byte, off int64) (int, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return copy(d.data[off:], p), nil
+}
+
+func (d *memDisk) Size() (int64, error) { return int64(len(d.data)), nil }
+
+func (d *memDisk) Close() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.closed = true
+	return nil
+}
+
+func (d *memDisk) corrupt(off int) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.data[off] ^= 0xff
+}
+
+func TestDiskWorkload(t *testing.T) {
+	mem := &heapMemory{}
+	disk := &memDisk{data: make([]byte, 1<<20)}
+	s, hs := newServer(t, mem)
+	s.OpenDisk = func() (agentapi.Disk, error) { return disk, nil }
+
+	code, body := post(t, hs.URL+agentapi.PathWorkload, `{"name":"memdirty","wss_bytes":1048576,"disk_wss_bytes":524288,"disk_writes_per_sec":2000}`)
+	if code != 200 {
+		t.Fatalf("POST /workload = %d %s", code, body)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	var st agentapi.Status
+	for st = status(t, hs.URL); !st.Workload.Populated || st.Workload.Disk == nil || st.Workload.Disk.WrittenTotal == 0; st = status(t, hs.URL) {
+		if time.Now().After(deadline) {
+			t.Fatalf("disk workload not populated and writing after 10s: %+v", st.Workload)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if d := st.Workload.Disk; !d.Running || !d.Populated || d.TargetWritesPerSec != 2000 || d.Error != "" {
+		t.Errorf("disk status = %+v", d)
+	}
+
+	code, body = get(t, hs.URL+agentapi.PathVerify)
+	var vr agentapi.VerifyResult
+	if err := json.Unmarshal([]byte(body), &vr); code != 200 || err != nil {
+		t.Fatalf("GET /verify = %d %q", code, body)
+	}
+	if vr.PagesChecked != 256 || vr.PagesWrong != 0 || vr.BlocksChecked != 128 || vr.BlocksWrong != 0 || vr.FirstWrongBlock != -1 {
+		t.Errorf("verify = %+v", vr)
+	}
+
+	disk.corrupt(100*4096 + 7)
+	if vr, err := s.Verify(); err != nil || vr.BlocksWrong != 1 || vr.FirstWrongBlock != 100 || vr.BlocksStale != 0 || vr.PagesWrong != 0 {
+		t.Errorf("verify after corrupting block 100 = %+v, %v", vr, err)
+	}
+
+	if code, body := post(t, hs.URL+agentapi.PathWorkload, `{"name":"idle"}`); code != 200 {
+		t.Fatalf("idle: %d %s", code, body)
+	}
+	if !disk.closed || mem.Live() != 0 {
+		t.Errorf("after idle: disk closed %v, live memory %d", disk.closed, mem.Live())
+	}
+	if st := status(t, hs.URL); st.Workload.Disk != nil {
+		t.Errorf("idle status has a disk: %+v", st.Workload)
+	}
+}
+
+func TestDiskWorkloadRefused(t *testing.T) {
+	mem := &heapMemory{}
+	disk := &memDisk{data: make([]byte, 64<<10)}
+	s, hs := newServer(t, mem)
+	s.OpenDisk = func() (agentapi.Disk, error) { return disk, nil }
+	code, msg := post(t, hs.URL+agentapi.PathWorkload, `{"name":"memdirty","wss_bytes":1048576,"disk_wss_bytes":1048576}`)
+	if code != http.StatusBadRequest || !strings.Contains(msg, "exceeds the disk") {
+		t.Errorf("disk working set larger than the disk: %d %q, want 400", code, msg)
+	}
+	if !disk.closed || mem.Live() != 0 {
+		t.Errorf("after refusal: disk closed %v, live memory %d", disk.closed, mem.Live())
+	}
+
+	s.OpenDisk = func() (agentapi.Disk, error) { return nil, errors.New("no such device") }
+	code, msg = post(t, hs.URL+agentapi.PathWorkload, `{"name":"memdirty","wss_bytes":1048576,"disk_wss_bytes":4096}`)
+	if code != http.StatusInternalServerError || !strings.Contains(msg, "no such device") {
+		t.Errorf("disk that does not open: %d %q, want 500", code, msg)
+	}
+	if mem.Live() != 0 {
+		t.Errorf("live memory after a failed start = %d", mem.Live())
+	}
 }

@@ -21,6 +21,13 @@ const (
 	DefaultBytesPerPage = 8
 	// MaxPagesPerSec bounds the target rate; far above what a guest reaches.
 	MaxPagesPerSec = 10_000_000
+
+	// DefaultDiskWritesPerSec is the disk writer's rate when a disk working
+	// set is given without one.
+	DefaultDiskWritesPerSec = 100
+	// MaxDiskWritesPerSec bounds the disk writer's target rate (each write
+	// is a synchronous 4 KiB write).
+	MaxDiskWritesPerSec = 100_000
 )
 
 // Kernel command line keys read by ParseCmdline and written by Config.CmdlineArgs.
@@ -31,6 +38,8 @@ const (
 	KeyBytesPerPage = "vmigrate.bpp"      // bytes changed per dirtied page
 	KeyHot          = "vmigrate.hot"      // HOT_FRACTION:HOT_WEIGHT, e.g. 0.1:0.9
 	KeyBody         = "vmigrate.body"     // random | text: what the pages hold besides the changing bytes
+	KeyDiskWSS      = "vmigrate.disk"     // disk working-set size (from the start of /dev/vda), bytes with optional suffix
+	KeyDiskRate     = "vmigrate.diskrate" // target disk blocks written per second
 )
 
 // Page bodies.
@@ -49,12 +58,17 @@ type Config struct {
 	HotFraction  float64 `json:"hot_fraction,omitempty"`
 	HotWeight    float64 `json:"hot_weight,omitempty"`
 	Body         string  `json:"body,omitempty"` // BodyRandom (default) or BodyText
+
+	// DiskWSSBytes, when not 0, also runs the disk writer over the first
+	// DiskWSSBytes of the guest's disk, in DiskBlockSize blocks (memdirty only).
+	DiskWSSBytes     int64 `json:"disk_wss_bytes,omitempty"`
+	DiskWritesPerSec int   `json:"disk_writes_per_sec,omitempty"` // blocks per second
 }
 
 // WithDefaults returns c with unset memdirty fields filled in: the working set
 // is half of memTotal (rounded down to a page), 5000 pages/s, 8 bytes per
-// page, and a uniform distribution (HotFraction 1). An idle config is returned
-// unchanged.
+// page, and a uniform distribution (HotFraction 1); with a disk working set,
+// 100 disk writes/s. An idle config is returned unchanged.
 func (c Config) WithDefaults(memTotal int64) Config {
 	if c.Name != MemDirty {
 		return c
@@ -73,6 +87,9 @@ func (c Config) WithDefaults(memTotal int64) Config {
 		if c.HotWeight == 0 {
 			c.HotWeight = 1
 		}
+	}
+	if c.DiskWSSBytes != 0 && c.DiskWritesPerSec == 0 {
+		c.DiskWritesPerSec = DefaultDiskWritesPerSec
 	}
 	return c
 }
@@ -107,6 +124,14 @@ func (c Config) Validate() error {
 		return fmt.Errorf("workload: hot_weight must be in (0,1] when hot_fraction < 1, got 0")
 	case c.Body != "" && c.Body != BodyRandom && c.Body != BodyText:
 		return fmt.Errorf("workload: body must be %s or %s, got %q", BodyRandom, BodyText, c.Body)
+	case c.DiskWSSBytes < 0 || c.DiskWSSBytes%DiskBlockSize != 0:
+		return fmt.Errorf("workload: disk_wss_bytes must be a non-negative multiple of %d, got %d", DiskBlockSize, c.DiskWSSBytes)
+	case c.DiskWSSBytes/DiskBlockSize > 1<<31-1:
+		return fmt.Errorf("workload: disk_wss_bytes %d is too large", c.DiskWSSBytes)
+	case c.DiskWSSBytes == 0 && c.DiskWritesPerSec != 0:
+		return fmt.Errorf("workload: disk_writes_per_sec %d without a disk working set (disk_wss_bytes)", c.DiskWritesPerSec)
+	case c.DiskWSSBytes != 0 && (c.DiskWritesPerSec <= 0 || c.DiskWritesPerSec > MaxDiskWritesPerSec):
+		return fmt.Errorf("workload: disk_writes_per_sec must be in 1..%d, got %d", MaxDiskWritesPerSec, c.DiskWritesPerSec)
 	}
 	return nil
 }
@@ -132,6 +157,10 @@ func ParseCmdline(cmdline string) (Config, error) {
 			c.HotFraction, c.HotWeight, err = parseHot(val)
 		case KeyBody:
 			c.Body = val
+		case KeyDiskWSS:
+			c.DiskWSSBytes, err = ParseSize(val)
+		case KeyDiskRate:
+			c.DiskWritesPerSec, err = strconv.Atoi(val)
 		default:
 			continue
 		}
@@ -183,6 +212,12 @@ func (c Config) CmdlineArgs() []string {
 	}
 	if c.Body != "" {
 		args = append(args, KeyBody+"="+c.Body)
+	}
+	if c.DiskWSSBytes != 0 {
+		args = append(args, KeyDiskWSS+"="+FormatSize(c.DiskWSSBytes))
+	}
+	if c.DiskWritesPerSec != 0 {
+		args = append(args, KeyDiskRate+"="+strconv.Itoa(c.DiskWritesPerSec))
 	}
 	return args
 }

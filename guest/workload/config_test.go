@@ -17,6 +17,9 @@ func TestWithDefaults(t *testing.T) {
 	if skew.HotFraction != 0.1 || skew.HotWeight != 0.9 {
 		t.Errorf("defaults overrode skew: %+v", skew)
 	}
+	if d := (Config{Name: MemDirty, DiskWSSBytes: 16 << 20}).WithDefaults(1 << 30); d.DiskWritesPerSec != DefaultDiskWritesPerSec {
+		t.Errorf("disk rate default: %+v", d)
+	}
 	if idle := (Config{Name: Idle}).WithDefaults(1 << 30); idle != (Config{Name: Idle}) {
 		t.Errorf("idle got defaults: %+v", idle)
 	}
@@ -47,6 +50,12 @@ func TestValidate(t *testing.T) {
 		{"hot weight -1", with(func(c *Config) { c.HotWeight = -1 }), "hot_weight"},
 		{"skew without weight", with(func(c *Config) { c.HotFraction, c.HotWeight = 0.1, 0 }), "hot_weight must be in (0,1]"},
 		{"skew", with(func(c *Config) { c.HotFraction, c.HotWeight = 0.1, 0.9 }), ""},
+		{"disk", with(func(c *Config) { c.DiskWSSBytes, c.DiskWritesPerSec = 16<<20, 200 }), ""},
+		{"unaligned disk", with(func(c *Config) { c.DiskWSSBytes, c.DiskWritesPerSec = 4097, 200 }), "disk_wss_bytes must be"},
+		{"negative disk", with(func(c *Config) { c.DiskWSSBytes, c.DiskWritesPerSec = -4096, 200 }), "disk_wss_bytes must be"},
+		{"disk rate without disk", with(func(c *Config) { c.DiskWritesPerSec = 200 }), "without a disk working set"},
+		{"disk without rate", with(func(c *Config) { c.DiskWSSBytes = 4096 }), "disk_writes_per_sec must be"},
+		{"huge disk rate", with(func(c *Config) { c.DiskWSSBytes, c.DiskWritesPerSec = 4096, 1e6 }), "disk_writes_per_sec must be"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -78,6 +87,10 @@ func TestParseCmdline(t *testing.T) {
 		{"vmigrate.bpp=", Config{}, "vmigrate.bpp"},
 		{"vmigrate.hot=0.1", Config{}, "HOT_FRACTION:HOT_WEIGHT"},
 		{"vmigrate.hot=0.1:x", Config{}, "vmigrate.hot"},
+		{"vmigrate.workload=memdirty vmigrate.disk=16M vmigrate.diskrate=200",
+			Config{Name: MemDirty, DiskWSSBytes: 16 << 20, DiskWritesPerSec: 200}, ""},
+		{"vmigrate.disk=16Q", Config{}, "vmigrate.disk"},
+		{"vmigrate.diskrate=x", Config{}, "vmigrate.diskrate"},
 	}
 	for _, tt := range tests {
 		got, err := ParseCmdline(tt.cmdline)
@@ -99,6 +112,7 @@ func TestCmdlineRoundTrip(t *testing.T) {
 		{Name: MemDirty},
 		{Name: MemDirty, WSSBytes: 256 << 20, PagesPerSec: 12000, BytesPerPage: 64, HotFraction: 0.25, HotWeight: 0.75},
 		{Name: MemDirty, WSSBytes: 3 * 4096},
+		{Name: MemDirty, WSSBytes: 32 << 20, DiskWSSBytes: 16 << 20, DiskWritesPerSec: 200},
 	} {
 		got, err := ParseCmdline(strings.Join(c.CmdlineArgs(), " "))
 		if err != nil || got != c {

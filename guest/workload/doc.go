@@ -19,4 +19,14 @@
 // reports the rate it achieved (an emulated CPU may not reach the target).
 // Verify holds the same lock as the dirtier, so it sees a consistent state:
 // dirtying pauses while a verification runs.
+//
+// With a disk working set (Config.DiskWSSBytes) a second writer, Disk, does
+// the same for the guest's disk: it fills the first DiskWSSBytes of the
+// device with 4 KiB blocks (generation 1), then rewrites random blocks at
+// DiskWritesPerSec with synchronous direct writes. Each block carries a
+// header (magic, index, generation, checksum) and a body derived from index
+// and generation (see EncodeBlock), and a journal in memory records the
+// generation of every write that returned. Disk.Verify reads the blocks back
+// past the guest's page cache and tells an intact block from a stale one (a
+// lost write), a misplaced one and garbage.
 package workload

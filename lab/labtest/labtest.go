@@ -173,6 +173,24 @@ func Intact(t testing.TB, l *lab.Lab, wantPages int64) {
 	}
 }
 
+// IntactDisk asserts that /verify checked wantBlocks blocks of the guest's
+// disk working set and found none wrong. A lab gets a disk when the test sets
+// lab.Config.DiskBytes (on a Config from Config) and the workload a disk
+// working set (workload.Config.DiskWSSBytes).
+func IntactDisk(t testing.TB, l *lab.Lab, wantBlocks int64) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	v, err := l.Guest.Verify(ctx)
+	if err != nil {
+		t.Fatalf("verify: %v", err)
+	}
+	if v.BlocksWrong != 0 || v.BlocksChecked != wantBlocks {
+		t.Fatalf("verify: %d disk blocks checked, %d wrong (%d stale, first %d); want %d checked, 0 wrong",
+			v.BlocksChecked, v.BlocksWrong, v.BlocksStale, v.FirstWrongBlock, wantBlocks)
+	}
+}
+
 // StartLibvirt brings a libvirt lab up (small, TCG unless VMIGRATE_ACCEL
 // says otherwise) and registers its teardown. Where libvirtd is missing it
 // skips or fails like the other prerequisites. On failure of the test it
@@ -223,4 +241,10 @@ func verifyGuest(t testing.TB, g *guest.Client, wantPages int64) {
 	if v.PagesWrong != 0 || v.PagesChecked != wantPages {
 		t.Fatalf("verify: %d pages checked, %d wrong; want %d checked, 0 wrong", v.PagesChecked, v.PagesWrong, wantPages)
 	}
+}
+
+// Exists reports whether a file is there.
+func Exists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }
