@@ -21,6 +21,7 @@ func guestFlags() []cli.Flag {
 		&cli.StringFlag{Name: "workload", Value: "memdirty", Usage: "idle, or memdirty[:wss=SIZE,rate=PAGES/S,bpp=BYTES,hot=FRACTION:WEIGHT,body=random|text] (defaults: half of RAM, 5000, 8, uniform, random)"},
 		&cli.StringFlag{Name: "accel", Value: "auto", Usage: "auto (KVM only if the guest really boots under it), kvm or tcg"},
 		&cli.StringFlag{Name: "qemu", Usage: "QEMU binary (default: the system's; for a TCG lab on QEMU < 9.0, the QEMU 10.0 that make deps unpacks)"},
+		&cli.StringFlag{Name: "disk-size", Usage: "give the guest a raw disk of this size (e.g. 2G), node vda; the demo mirrors it with the migration; memdirty's disk=SIZE,diskrate=N write to it"},
 	}
 }
 
@@ -56,9 +57,18 @@ func labConfig(c *cli.Context, build bool) (lab.Config, error) {
 	if err != nil {
 		return lab.Config{}, err
 	}
+	var disk int64
+	if v := c.String("disk-size"); v != "" {
+		if disk, err = workload.ParseSize(v); err != nil || disk < 1<<20 || disk%4096 != 0 {
+			return lab.Config{}, withCode(ExitUsage, fmt.Errorf("--disk-size %q: want a size of at least 1M, a multiple of 4K", v))
+		}
+	}
+	if w.DiskWSSBytes > 0 && w.DiskWSSBytes > disk {
+		return lab.Config{}, withCode(ExitUsage, fmt.Errorf("--workload disk=%d bytes needs a --disk-size at least as large", w.DiskWSSBytes))
+	}
 	return lab.Config{
 		Image: img, MemBytes: mem, Workload: w, Accel: c.String("accel"),
-		QEMU: c.String("qemu"), CacheDir: cacheDir(c), Log: e.log,
+		QEMU: c.String("qemu"), CacheDir: cacheDir(c), Log: e.log, DiskBytes: disk,
 	}, nil
 }
 

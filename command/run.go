@@ -46,6 +46,10 @@ the source could not be confirmed running.`,
 			&cli.Uint64Flag{Name: "downtime-limit", Usage: "QEMU's downtime-limit in ms (default: leave QEMU's)"},
 			unsafeTCGFlag(),
 			&cli.StringFlag{Name: "probe", Usage: "URL the guest answers (e.g. http://10.0.0.5/); it is requested every 10 ms during the migration to measure the downtime clients see"},
+			&cli.StringSliceFlag{Name: "disk", Usage: "mirror this block node (e.g. vda; the same node name on the destination, a pre-created image of the same size) before the RAM moves; repeat for more disks"},
+			&cli.StringFlag{Name: "nbd-socket", Usage: "with --disk: unix socket for the destination's NBD server, as its QEMU sees it (default: beside a unix --dst-qmp)"},
+			&cli.StringFlag{Name: "disk-copy-mode", Value: "background", Usage: "with --disk: background, or write-blocking (guest writes wait until copied: converges whatever the write rate)"},
+			&cli.DurationFlag{Name: "disk-converge-after", Value: 30 * time.Second, Usage: "with --disk: a background mirror not in sync after this long turns write-blocking (QEMU 8.2+; 0: never)"},
 		}, append(append(append(wanFlags(), tunnelFlags()...), policyFlags()...), libvirtFlags()...)...),
 		Action: func(c *cli.Context) error {
 			e := getEnv(c)
@@ -68,6 +72,10 @@ the source could not be confirmed running.`,
 				incoming = defaultIncoming(c.String("dst-qmp"))
 			} else if err := checkURI(incoming); err != nil {
 				return withCode(ExitUsage, fmt.Errorf("--incoming: %w", err))
+			}
+			disks, nbd, err := diskFlags(c)
+			if err != nil {
+				return err
 			}
 			var params *qmp.MigrationParameters
 			if c.IsSet("max-bandwidth") || c.IsSet("downtime-limit") {
@@ -115,6 +123,7 @@ the source could not be confirmed running.`,
 				Src: src, Dst: dst, IncomingURI: incoming, RelayDir: relayDir, Transport: transport,
 				Parameters: params, PollInterval: c.Duration("poll"), AllowUnsafeTCG: c.Bool("allow-unsafe-tcg"),
 				Progress: prog.update, Log: e.log, Probe: pc, Policy: policy,
+				Disks: disks, NBDSocket: nbd, DiskCopyMode: c.String("disk-copy-mode"), DiskConvergeAfter: c.Duration("disk-converge-after"),
 			})
 			prog.done()
 			if c.Bool("json") {
@@ -127,6 +136,38 @@ the source could not be confirmed running.`,
 			return err
 		},
 	}
+}
+
+// diskFlags reads --disk and --nbd-socket.
+func diskFlags(c *cli.Context) ([]string, string, error) {
+	disks := c.StringSlice("disk")
+	nbd := c.String("nbd-socket")
+	switch m := c.String("disk-copy-mode"); m {
+	case qmp.CopyModeBackground, qmp.CopyModeWriteBlocking:
+	default:
+		return nil, "", withCode(ExitUsage, fmt.Errorf("--disk-copy-mode %q: want background or write-blocking", m))
+	}
+	if len(disks) == 0 {
+		if nbd != "" {
+			return nil, "", withCode(ExitUsage, fmt.Errorf("--nbd-socket needs --disk"))
+		}
+		return nil, "", nil
+	}
+	seen := map[string]bool{}
+	for _, d := range disks {
+		if d == "" || strings.ContainsAny(d, " ,:/") || seen[d] {
+			return nil, "", withCode(ExitUsage, fmt.Errorf("--disk %q: want a block node name, once each", d))
+		}
+		seen[d] = true
+	}
+	if nbd == "" {
+		a := strings.TrimPrefix(c.String("dst-qmp"), "unix:")
+		if strings.HasPrefix(c.String("dst-qmp"), "tcp:") || !strings.Contains(a, "/") {
+			return nil, "", withCode(ExitUsage, fmt.Errorf("--disk with a TCP --dst-qmp needs --nbd-socket (a unix socket on the destination host)"))
+		}
+		nbd = filepath.Join(filepath.Dir(a), fmt.Sprintf("vmigrate-nbd-%d.sock", os.Getpid()))
+	}
+	return disks, nbd, nil
 }
 
 func unsafeTCGFlag() cli.Flag {

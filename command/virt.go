@@ -35,9 +35,9 @@ func libvirtFlags() []cli.Flag {
 // runLibvirt is `run --domain`.
 func runLibvirt(c *cli.Context) error {
 	e := getEnv(c)
-	for _, f := range []string{"src-qmp", "dst-qmp", "incoming"} {
+	for _, f := range []string{"src-qmp", "dst-qmp", "incoming", "disk", "nbd-socket"} {
 		if c.IsSet(f) {
-			return withCode(ExitUsage, fmt.Errorf("--%s is for QMP migrations; --domain migrates through libvirt", f))
+			return withCode(ExitUsage, fmt.Errorf("--%s is for QMP migrations (disks: not yet on the libvirt path); --domain migrates through libvirt", f))
 		}
 	}
 	if c.String("src-uri") == "" || c.String("dst-uri") == "" {

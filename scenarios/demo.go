@@ -26,9 +26,12 @@ import (
 
 // DemoOptions configure Demo.
 type DemoOptions struct {
-	Image          guest.Image
-	MemBytes       int64
-	Workload       workload.Config
+	Image    guest.Image
+	MemBytes int64
+	Workload workload.Config
+	// DiskBytes gives the guest a disk of that size, mirrored with the
+	// migration (QMP lab only).
+	DiskBytes      int64
 	Accel          string
 	CacheDir       string
 	QEMU           string
@@ -74,6 +77,10 @@ type DemoResult struct {
 	SameBoot     bool  `json:"same_boot"`
 	PagesChecked int64 `json:"pages_checked"`
 	PagesWrong   int64 `json:"pages_wrong"`
+	// BlocksChecked and BlocksWrong are /verify's disk blocks (a lab with
+	// a disk and a disk workload).
+	BlocksChecked int64 `json:"blocks_checked,omitempty"`
+	BlocksWrong   int64 `json:"blocks_wrong,omitempty"`
 	// Verified: the move completed and every page of the workload holds
 	// what the guest last wrote to it.
 	Verified bool `json:"verified"`
@@ -103,7 +110,7 @@ func Demo(ctx context.Context, o DemoOptions) (DemoResult, error) {
 
 	l, err := lab.Up(ctx, lab.Config{
 		Image: o.Image, MemBytes: o.MemBytes, Workload: o.Workload, Accel: o.Accel,
-		QEMU: o.QEMU, CacheDir: o.CacheDir, Log: o.Log,
+		QEMU: o.QEMU, CacheDir: o.CacheDir, Log: o.Log, DiskBytes: o.DiskBytes,
 	})
 	if err != nil {
 		res.Error = err.Error()
@@ -127,6 +134,10 @@ func Demo(ctx context.Context, o DemoOptions) (DemoResult, error) {
 	defer src.Close()
 	defer dst.Close()
 	pinger := &guest.Client{HTTP: l.HTTPClient(), Addr: l.GuestIP}
+	var disks []string
+	if o.DiskBytes > 0 {
+		disks = []string{lab.DiskNode}
+	}
 	incoming, relayDir := l.IncomingURI, l.Dir
 	if o.Direct {
 		incoming, relayDir = "tcp:127.0.0.1:0", ""
@@ -138,6 +149,7 @@ func Demo(ctx context.Context, o DemoOptions) (DemoResult, error) {
 			return err
 		}},
 		Parameters: o.Parameters, Progress: o.Progress, Log: o.Log, AllowUnsafeTCG: o.AllowUnsafeTCG,
+		Disks: disks, NBDSocket: filepath.Join(l.Dir, "nbd.sock"),
 	})
 	res.Result = mres
 	if err != nil {
@@ -148,6 +160,11 @@ func Demo(ctx context.Context, o DemoOptions) (DemoResult, error) {
 
 // demoLibvirt is Demo on the libvirt lab.
 func demoLibvirt(ctx context.Context, o DemoOptions, res DemoResult) (DemoResult, error) {
+	if o.DiskBytes > 0 {
+		err := errors.New("demo: disks are mirrored on the QMP lab only so far")
+		res.Error = err.Error()
+		return res, err
+	}
 	if o.Direct {
 		err := errors.New("demo: --direct is for the QMP lab")
 		res.Error = err.Error()
@@ -267,9 +284,11 @@ func checkGuest(ctx context.Context, g *guest.Client, ip string, before agentapi
 		return fmt.Errorf("%w: /verify: %v", ErrVerify, err)
 	}
 	res.PagesChecked, res.PagesWrong = v.PagesChecked, v.PagesWrong
-	res.Verified = v.PagesWrong == 0 && v.PagesChecked > 0
+	res.BlocksChecked, res.BlocksWrong = v.BlocksChecked, v.BlocksWrong
+	res.Verified = v.PagesWrong == 0 && v.PagesChecked > 0 && v.BlocksWrong == 0 && (res.Workload.DiskWSSBytes == 0 || v.BlocksChecked > 0)
 	if !res.Verified {
-		return fmt.Errorf("%w: /verify checked %d pages, %d wrong (first %d)", ErrVerify, v.PagesChecked, v.PagesWrong, v.FirstWrong)
+		return fmt.Errorf("%w: /verify checked %d pages, %d wrong (first %d), %d disk blocks, %d wrong (first %d)",
+			ErrVerify, v.PagesChecked, v.PagesWrong, v.FirstWrong, v.BlocksChecked, v.BlocksWrong, v.FirstWrongBlock)
 	}
 	return nil
 }
