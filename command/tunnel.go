@@ -1,9 +1,12 @@
 package command
 
 import (
+	"context"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/urfave/cli/v2"
 
@@ -73,6 +76,7 @@ or with certificates from one CA (certs). The protocol: tunnel/PROTOCOL.md.
 				Flags: append([]cli.Flag{
 					&cli.StringFlag{Name: "listen", Required: true, Usage: "the tunnel's address, HOST:PORT"},
 					&cli.StringFlag{Name: "forward", Required: true, Usage: "the destination QEMU's incoming address: unix:PATH or HOST:PORT"},
+					&cli.StringFlag{Name: "forward-nbd", Usage: "where disk channels go: the destination's NBD server, unix:PATH (for run --domain --disk: nbd.sock beside the migration socket)"},
 					&cli.StringFlag{Name: "codec-max-cache", Value: "16G", Usage: "the largest page cache a source may ask this end to keep per stream"},
 					&cli.StringFlag{Name: "codec-seed", Usage: "keep the pages of the last stream received in this file and offer them to the next one (a retried or repeated migration sends them as references)"},
 				}, auth()...),
@@ -92,7 +96,7 @@ or with certificates from one CA (certs). The protocol: tunnel/PROTOCOL.md.
 					return tunnel.RunDest(e.ctx, tunnel.DestConfig{
 						Listen:  c.String("listen"),
 						Codecs:  []tunnel.StreamCodec{codec},
-						Forward: tunnel.ForwardByName(map[string]string{wanpath.ChannelRAM: c.String("forward")}),
+						Forward: destForward(c.String("forward"), c.String("forward-nbd")),
 						Tunnel:  cfg, Logger: e.log,
 					})
 				},
@@ -138,5 +142,21 @@ or with certificates from one CA (certs). The protocol: tunnel/PROTOCOL.md.
 				},
 			},
 		},
+	}
+}
+
+// destForward sends the RAM channel to the incoming address and, with an
+// NBD address, every disk channel ("disk:NAME") to it.
+func destForward(incoming, nbd string) func(ctx context.Context, name string) (net.Conn, error) {
+	ram := tunnel.ForwardByName(map[string]string{wanpath.ChannelRAM: incoming})
+	if nbd == "" {
+		return ram
+	}
+	disk := tunnel.ForwardByName(map[string]string{"nbd": nbd})
+	return func(ctx context.Context, name string) (net.Conn, error) {
+		if strings.HasPrefix(name, "disk:") {
+			return disk(ctx, "nbd")
+		}
+		return ram(ctx, name)
 	}
 }

@@ -23,7 +23,7 @@ func libvirtFlags() []cli.Flag {
 		&cli.StringFlag{Name: "domain", Usage: "migrate this libvirt domain (with --src-uri and --dst-uri) instead of two QMP monitors"},
 		&cli.StringFlag{Name: "src-uri", Usage: "libvirt URI of the source host, e.g. qemu:///system"},
 		&cli.StringFlag{Name: "dst-uri", Usage: "libvirt URI of the destination host, e.g. qemu+ssh://desthost/system"},
-		&cli.StringFlag{Name: "migrate-socket", Usage: "unix socket of the migration stream, the same path on both hosts (default " + DefaultMigrationSocket + " when the tunnel carries the stream; without the tunnel libvirt uses its own TCP transport)"},
+		&cli.StringFlag{Name: "migrate-socket", Usage: "unix socket of the migration stream, the same path on both hosts (default " + DefaultMigrationSocket + " when the tunnel carries the stream; without the tunnel libvirt uses its own TCP transport); with --disk, libvirt's NBD stream uses nbd.sock beside it"},
 		&cli.StringFlag{Name: "listen-socket", Usage: "labs: --migrate-socket as this process sees it on the source, when the source daemon has a mount namespace of its own"},
 		&cli.StringFlag{Name: "forward-socket", Usage: "labs: --migrate-socket as this process sees it on the destination (an in-process dest end dials it)"},
 		&cli.BoolFlag{Name: "p2p", Usage: "peer-to-peer: the source daemon connects to --dst-uri itself (default: managed, vmigrate holds both connections)"},
@@ -35,10 +35,16 @@ func libvirtFlags() []cli.Flag {
 // runLibvirt is `run --domain`.
 func runLibvirt(c *cli.Context) error {
 	e := getEnv(c)
-	for _, f := range []string{"src-qmp", "dst-qmp", "incoming", "disk", "nbd-socket"} {
+	for _, f := range []string{"src-qmp", "dst-qmp", "incoming", "nbd-socket", "disk-converge-after"} {
 		if c.IsSet(f) {
-			return withCode(ExitUsage, fmt.Errorf("--%s is for QMP migrations (disks: not yet on the libvirt path); --domain migrates through libvirt", f))
+			return withCode(ExitUsage, fmt.Errorf("--%s is for QMP migrations; --domain migrates through libvirt", f))
 		}
+	}
+	disks := c.StringSlice("disk")
+	switch m := c.String("disk-copy-mode"); m {
+	case "background", "write-blocking":
+	default:
+		return withCode(ExitUsage, fmt.Errorf("--disk-copy-mode %q: want background or write-blocking", m))
 	}
 	if c.String("src-uri") == "" || c.String("dst-uri") == "" {
 		return withCode(ExitUsage, fmt.Errorf("--domain needs --src-uri and --dst-uri"))
@@ -58,6 +64,9 @@ func runLibvirt(c *cli.Context) error {
 	sock := c.String("migrate-socket")
 	if sock == "" && transport != nil {
 		sock = DefaultMigrationSocket
+	}
+	if len(disks) > 0 && transport == nil {
+		return withCode(ExitUsage, fmt.Errorf("--disk with --domain: libvirt copies the disks through vmigrate's tunnel only; give --tunnel-peer, a --wan-* flag or --codec on"))
 	}
 	if sock != "" && !filepath.IsAbs(sock) {
 		return withCode(ExitUsage, fmt.Errorf("--migrate-socket %q: want an absolute path", sock))
@@ -88,6 +97,7 @@ func runLibvirt(c *cli.Context) error {
 		Domain: c.String("domain"), SrcURI: c.String("src-uri"), DstURI: c.String("dst-uri"),
 		StreamSocket: sock, ListenSocket: listen, ForwardSocket: c.String("forward-socket"),
 		P2P: c.Bool("p2p"), KeepSource: c.Bool("keep-source"), Transient: c.Bool("transient"),
+		Disks: disks, DiskWriteBlocking: c.String("disk-copy-mode") == "write-blocking",
 		MaxBandwidthMiB: c.Uint64("max-bandwidth"), DowntimeLimitMS: c.Uint64("downtime-limit"),
 		Probe: pc, Policy: policy, AllowUnsafeTCG: c.Bool("allow-unsafe-tcg"), PollInterval: c.Duration("poll"),
 		Log: e.log,

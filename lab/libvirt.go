@@ -68,6 +68,9 @@ type DomainSpec struct {
 	Bridge   string // the NIC's bridge; empty for no NIC
 	MAC      string
 	Serial   string // file the console is appended to
+	// Disk is a raw image (as the daemon sees its path) attached as vda
+	// on virtio; empty for none.
+	Disk string
 }
 
 // The domain XML, only as much of libvirt's schema as the lab uses.
@@ -112,9 +115,28 @@ type (
 	devicesXML struct {
 		Emulator    string          `xml:"emulator"`
 		Controllers []controllerXML `xml:"controller"`
+		Disks       []diskXML       `xml:"disk"`
 		Interfaces  []interfaceXML  `xml:"interface"`
 		Serials     []serialXML     `xml:"serial"`
 		Memballoon  modelXML        `xml:"memballoon"`
+	}
+	diskXML struct {
+		Type   string        `xml:"type,attr"`
+		Device string        `xml:"device,attr"`
+		Driver diskDriverXML `xml:"driver"`
+		Source diskFileXML   `xml:"source"`
+		Target diskTargetXML `xml:"target"`
+	}
+	diskDriverXML struct {
+		Name string `xml:"name,attr"`
+		Type string `xml:"type,attr"`
+	}
+	diskFileXML struct {
+		File string `xml:"file,attr"`
+	}
+	diskTargetXML struct {
+		Dev string `xml:"dev,attr"`
+		Bus string `xml:"bus,attr"`
 	}
 	controllerXML struct {
 		Type  string `xml:"type,attr"`
@@ -209,6 +231,13 @@ func (s DomainSpec) XML() (string, error) {
 			Memballoon: modelXML{Model: "none"},
 		},
 	}
+	if s.Disk != "" {
+		if !filepath.IsAbs(s.Disk) {
+			return "", fmt.Errorf("domain xml: disk %q is not an absolute path", s.Disk)
+		}
+		d.Devices.Disks = []diskXML{{Type: "file", Device: "disk", Driver: diskDriverXML{Name: "qemu", Type: "raw"},
+			Source: diskFileXML{File: s.Disk}, Target: diskTargetXML{Dev: DiskNode, Bus: "virtio"}}}
+	}
 	if s.Bridge != "" {
 		nic := interfaceXML{Type: "bridge", Source: bridgeXML{Bridge: s.Bridge}, Model: typeXML{Type: "virtio"}}
 		if s.MAC != "" {
@@ -222,6 +251,10 @@ func (s DomainSpec) XML() (string, error) {
 	}
 	return string(b) + "\n", nil
 }
+
+// LibvirtDisk is the guest's disk image in each daemon's namespace (a lab
+// with Config.DiskBytes).
+const LibvirtDisk = "/var/lib/libvirt/images/vmigrate-guest.img"
 
 // LibvirtLab is a source and a destination libvirt daemon on one machine,
 // with the lab guest running as a domain on the source.
@@ -387,6 +420,28 @@ func UpLibvirt(ctx context.Context, cfg Config) (l *LibvirtLab, err error) {
 		MemBytes: cfg.MemBytes, CPUs: cfg.CPUs, Kernel: cfg.Image.Kernel, Initrd: cfg.Image.Initrd,
 		Cmdline: guest.KernelArgs(GuestIP, guestPfx, cfg.Workload),
 		Bridge:  l.Netns.Bridge, MAC: GuestMAC, Serial: libvirtSerial,
+	}
+	if cfg.DiskBytes > 0 {
+		// The same path in each daemon's /var/lib/libvirt, each its own
+		// image: the destination's is the empty target of the copy.
+		if cfg.DiskBytes%4096 != 0 {
+			return l, fmt.Errorf("libvirt lab: disk size %d is not a multiple of 4 KiB", cfg.DiskBytes)
+		}
+		spec.Disk = LibvirtDisk
+		for _, side := range []string{SideSrc, SideDst} {
+			p := filepath.Join(l.Dir, side, "lib", "images", filepath.Base(LibvirtDisk))
+			if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+				return l, fmt.Errorf("libvirt lab: %w", err)
+			}
+			f, err := os.Create(p)
+			if err == nil {
+				err = f.Truncate(cfg.DiskBytes)
+				f.Close()
+			}
+			if err != nil {
+				return l, fmt.Errorf("libvirt lab: disk image: %w", err)
+			}
+		}
 	}
 	if l.DomainXML, err = spec.XML(); err != nil {
 		return l, err

@@ -22,7 +22,7 @@ import (
 // diskCarrier is a Transport that can carry a disk's NBD traffic on a
 // channel of its own (wanpath.Path).
 type diskCarrier interface {
-	CarryDisk(name, forward string) (string, error)
+	CarryDisk(name, listen, forward string) (string, error)
 	ChannelBytes(name string) int64
 }
 
@@ -51,7 +51,7 @@ func (r *runner) carryDisks(t Transport) error {
 			r.disks.sockets[n] = r.o.NBDSocket
 			continue
 		}
-		sock, err := c.CarryDisk(diskChannel(n), "unix:"+r.o.NBDSocket)
+		sock, err := c.CarryDisk(diskChannel(n), "", "unix:"+r.o.NBDSocket)
 		if err != nil {
 			return fmt.Errorf("disk %s: %w", n, err)
 		}

@@ -29,6 +29,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -36,6 +37,7 @@ import (
 	"go.uber.org/zap"
 	"libvirt.org/go/libvirt"
 
+	"github.com/vmigrate/vmigrate/blockmirror"
 	"github.com/vmigrate/vmigrate/probe"
 	"github.com/vmigrate/vmigrate/qmp"
 	"github.com/vmigrate/vmigrate/stopcopy"
@@ -70,6 +72,15 @@ type LibvirtOptions struct {
 	// Transient does not define the domain on the destination (it runs
 	// there but vanishes when it stops).
 	Transient bool
+	// Disks are the disks (target names, e.g. "vda") libvirt copies to
+	// the destination's pre-created images (VIR_MIGRATE_NON_SHARED_DISK)
+	// over NBD; the NBD stream takes the Transport's disk channel, on a
+	// socket named "nbd.sock" beside StreamSocket (and beside
+	// ListenSocket and ForwardSocket). DiskWriteBlocking makes the
+	// mirrors write-blocking from the start
+	// (VIR_MIGRATE_NON_SHARED_SYNCHRONOUS_WRITES).
+	Disks             []string
+	DiskWriteBlocking bool
 	// MaxBandwidthMiB, when set, is libvirt's bandwidth parameter (MiB/s).
 	MaxBandwidthMiB uint64
 	// DowntimeLimitMS, when set, is the user's downtime limit.
@@ -262,6 +273,16 @@ func (r *virtRunner) run(ctx context.Context) error {
 			return r.fail(ctx, StagePrecopy, fmt.Errorf("the %s path cannot listen at %s", t.Name(), r.o.ListenSocket))
 		}
 		sl.ListenAt(r.o.ListenSocket)
+		if len(r.o.Disks) > 0 {
+			c, ok := t.(diskCarrier)
+			if !ok {
+				return r.fail(ctx, StagePrecopy, fmt.Errorf("disks: the %s path cannot carry them: give a --wan-* flag, --codec on or --tunnel-peer", t.Name()))
+			}
+			nbd := func(s string) string { return filepath.Join(filepath.Dir(s), "nbd.sock") }
+			if _, err := c.CarryDisk(diskChannel("all"), nbd(r.o.ListenSocket), "unix:"+nbd(r.o.ForwardSocket)); err != nil {
+				return r.fail(ctx, StagePrecopy, fmt.Errorf("disks: %w", err))
+			}
+		}
 		uri, err := t.Open(ctx, "unix:"+r.o.ForwardSocket)
 		if err != nil {
 			return r.fail(ctx, StagePrecopy, fmt.Errorf("%s path: %w", t.Name(), err))
@@ -271,6 +292,13 @@ func (r *virtRunner) run(ctx context.Context) error {
 			return r.fail(ctx, StagePrecopy, fmt.Errorf("%s path listens at %s, not at %s where the source QEMU will connect", t.Name(), uri, r.o.ListenSocket))
 		}
 		params.URISet, params.URI = true, "unix://"+r.o.StreamSocket
+	}
+	if len(r.o.Disks) > 0 {
+		if r.o.StreamSocket == "" {
+			return r.fail(ctx, StagePrecopy, errors.New("disks: vmigrate carries them through its tunnel only: give a --wan-* flag, --codec on or --tunnel-peer"))
+		}
+		params.MigrateDisksSet, params.MigrateDisks = true, r.o.Disks
+		params.DisksURISet, params.DisksURI = true, "unix://"+filepath.Join(filepath.Dir(r.o.StreamSocket), "nbd.sock")
 	}
 	if r.o.MaxBandwidthMiB > 0 {
 		params.BandwidthSet, params.Bandwidth = true, r.o.MaxBandwidthMiB
@@ -289,6 +317,12 @@ func (r *virtRunner) run(ctx context.Context) error {
 	}
 
 	flags := libvirt.MIGRATE_LIVE
+	if len(r.o.Disks) > 0 {
+		flags |= libvirt.MIGRATE_NON_SHARED_DISK
+		if r.o.DiskWriteBlocking {
+			flags |= libvirt.MIGRATE_NON_SHARED_SYNCHRONOUS_WRITES
+		}
+	}
 	if !r.o.Transient {
 		flags |= libvirt.MIGRATE_PERSIST_DEST
 	}
@@ -506,6 +540,14 @@ func (r *virtRunner) absorb(j *libvirt.DomainJobInfo) *qmp.RAMStats {
 	if j.MemTotalSet {
 		r.res.RAMBytes = ram.Total
 		r.res.RAMTransferred = ram.Transferred
+	}
+	if j.DiskTotalSet && len(r.o.Disks) > 0 {
+		d := blockmirror.DiskStats{Disk: strings.Join(r.o.Disks, ","), Bytes: int64(j.DiskTotal), Done: int64(j.DiskProcessed), Status: "libvirt"}
+		if c, ok := r.transport.(diskCarrier); ok {
+			d.SentBytes = c.ChannelBytes(diskChannel("all"))
+		}
+		r.res.Disks = []blockmirror.DiskStats{d}
+		r.log.Debug("libvirt disk copy", zap.Int64("total", d.Bytes), zap.Int64("done", d.Done), zap.Int64("sent", d.SentBytes))
 	}
 	if int(ram.DirtySyncCount) > r.pass {
 		r.pass = int(ram.DirtySyncCount)

@@ -30,7 +30,8 @@ type DemoOptions struct {
 	MemBytes int64
 	Workload workload.Config
 	// DiskBytes gives the guest a disk of that size, mirrored with the
-	// migration (QMP lab only).
+	// migration (by vmigrate on the QMP lab, by libvirt through vmigrate's
+	// tunnel on the libvirt lab).
 	DiskBytes      int64
 	Accel          string
 	CacheDir       string
@@ -160,11 +161,6 @@ func Demo(ctx context.Context, o DemoOptions) (DemoResult, error) {
 
 // demoLibvirt is Demo on the libvirt lab.
 func demoLibvirt(ctx context.Context, o DemoOptions, res DemoResult) (DemoResult, error) {
-	if o.DiskBytes > 0 {
-		err := errors.New("demo: disks are mirrored on the QMP lab only so far")
-		res.Error = err.Error()
-		return res, err
-	}
 	if o.Direct {
 		err := errors.New("demo: --direct is for the QMP lab")
 		res.Error = err.Error()
@@ -172,7 +168,7 @@ func demoLibvirt(ctx context.Context, o DemoOptions, res DemoResult) (DemoResult
 	}
 	l, err := lab.UpLibvirt(ctx, lab.Config{
 		Image: o.Image, MemBytes: o.MemBytes, Workload: o.Workload, Accel: o.Accel,
-		QEMU: o.QEMU, CacheDir: o.CacheDir, Log: o.Log,
+		QEMU: o.QEMU, CacheDir: o.CacheDir, Log: o.Log, DiskBytes: o.DiskBytes,
 	})
 	if err != nil {
 		res.Error = err.Error()
@@ -193,6 +189,9 @@ func demoLibvirt(ctx context.Context, o DemoOptions, res DemoResult) (DemoResult
 		_, err := pinger.Ping(ctx)
 		return err
 	}}
+	if o.DiskBytes > 0 {
+		opts.Disks = []string{lab.DiskNode}
+	}
 	if p := o.Parameters; p != nil && p.MaxBandwidth != nil {
 		opts.MaxBandwidthMiB = *p.MaxBandwidth >> 20
 	}

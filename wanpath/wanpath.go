@@ -110,11 +110,11 @@ func WindowFor(link wanlink.Config) int {
 type diskChannel struct{ name, sock, forward string }
 
 // CarryDisk adds a channel named name for a disk's NBD traffic, to be
-// called before Open: the source end listens on the returned unix socket
-// and a dest end in this process forwards to forward (unix:PATH). A
-// remote dest end must know the channel's name. The bytes pass as they
-// are (no codec).
-func (p *Path) CarryDisk(name, forward string) (string, error) {
+// called before Open: the source end listens on listen (empty: a socket
+// of its own, returned) and a dest end in this process forwards to
+// forward (unix:PATH). A remote dest end must know the channel's name.
+// The bytes pass as they are (no codec).
+func (p *Path) CarryDisk(name, listen, forward string) (string, error) {
 	if p.src != nil {
 		return "", errors.New("wanpath: CarryDisk after Open")
 	}
@@ -122,7 +122,10 @@ func (p *Path) CarryDisk(name, forward string) (string, error) {
 	if dir == "" {
 		dir = filepath.Dir(p.cfg.Socket)
 	}
-	sock := filepath.Join(dir, fmt.Sprintf("disk%d.sock", len(p.disks)))
+	sock := listen
+	if sock == "" {
+		sock = filepath.Join(dir, fmt.Sprintf("disk%d.sock", len(p.disks)))
+	}
 	p.disks = append(p.disks, diskChannel{name: name, sock: sock, forward: forward})
 	return sock, nil
 }

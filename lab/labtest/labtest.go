@@ -179,9 +179,20 @@ func Intact(t testing.TB, l *lab.Lab, wantPages int64) {
 // working set (workload.Config.DiskWSSBytes).
 func IntactDisk(t testing.TB, l *lab.Lab, wantBlocks int64) {
 	t.Helper()
+	verifyDisk(t, l.Guest, wantBlocks)
+}
+
+// LibvirtIntactDisk is IntactDisk for the libvirt lab.
+func LibvirtIntactDisk(t testing.TB, l *lab.LibvirtLab, wantBlocks int64) {
+	t.Helper()
+	verifyDisk(t, l.Guest, wantBlocks)
+}
+
+func verifyDisk(t testing.TB, g *guest.Client, wantBlocks int64) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	v, err := l.Guest.Verify(ctx)
+	v, err := g.Verify(ctx)
 	if err != nil {
 		t.Fatalf("verify: %v", err)
 	}
@@ -197,7 +208,12 @@ func IntactDisk(t testing.TB, l *lab.Lab, wantBlocks int64) {
 // logs the domain XML and the tails of daemon logs, consoles and QEMU logs.
 func StartLibvirt(t testing.TB, mem int64, w workload.Config) *lab.LibvirtLab {
 	t.Helper()
-	cfg := Config(t, mem, w)
+	return StartLibvirtConfig(t, Config(t, mem, w))
+}
+
+// StartLibvirtConfig is StartLibvirt with a whole lab.Config (a disk).
+func StartLibvirtConfig(t testing.TB, cfg lab.Config) *lab.LibvirtLab {
+	t.Helper()
 	if _, err := os.Stat(lab.LibvirtdBin); err != nil {
 		Unavailable(t, lab.LibvirtdBin+" not installed")
 	}
