@@ -162,15 +162,7 @@ func Status(t testing.TB, c *qmp.Client) string {
 // checked wantPages pages and found none wrong.
 func Intact(t testing.TB, l *lab.Lab, wantPages int64) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	v, err := l.Guest.Verify(ctx)
-	if err != nil {
-		t.Fatalf("verify: %v", err)
-	}
-	if v.PagesWrong != 0 || v.PagesChecked != wantPages {
-		t.Fatalf("verify: %d pages checked, %d wrong; want %d checked, 0 wrong", v.PagesChecked, v.PagesWrong, wantPages)
-	}
+	verifyGuest(t, l.Guest, wantPages)
 }
 
 // IntactDisk asserts that /verify checked wantBlocks blocks of the guest's
