@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"runtime/pprof"
 	"strings"
+	"sync"
 
 	"github.com/urfave/cli/v2"
 	"go.uber.org/zap"
@@ -32,6 +33,7 @@ func getEnv(c *cli.Context) *env { return c.App.Metadata["env"].(*env) }
 
 // Main runs vmigrate with args and returns the exit code.
 func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	stderr = &syncWriter{w: stderr} // the logger, progress and errors share it from many goroutines
 	e := &env{ctx: ctx, stdout: stdout, stderr: stderr, log: zap.NewNop()}
 	app := &cli.App{
 		Name:      "vmigrate",
@@ -102,6 +104,18 @@ func isUsageError(err error) bool {
 		}
 	}
 	return false
+}
+
+// syncWriter serializes writes to w.
+type syncWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
 }
 
 func newLogger(w io.Writer, lvl zapcore.Level) *zap.Logger {

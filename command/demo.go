@@ -29,9 +29,12 @@ intact, prints a report and tears everything down. Needs root.`,
 			&cli.Uint64Flag{Name: "max-bandwidth", Usage: "QEMU's max-bandwidth in MiB/s (default: QEMU's own, 128)"},
 			&cli.BoolFlag{Name: "libvirt", Usage: "run the lab as two libvirt daemons and migrate the guest as a libvirt domain"},
 			&cli.BoolFlag{Name: "virsh", Usage: "with --libvirt: migrate with plain 'virsh migrate --live' through the --wan-* link instead (no tunnel, codec or policy): the baseline"},
-		), append(wanFlags(), policyFlags()...)...),
+		), append(append(wanFlags(), policyFlags()...), diskModeFlags()...)...),
 		Action: func(c *cli.Context) error {
 			e := getEnv(c)
+			if m := c.String("disk-copy-mode"); m != "background" && m != "write-blocking" {
+				return withCode(ExitUsage, fmt.Errorf("--disk-copy-mode %q: want background or write-blocking", m))
+			}
 			cfg, err := labConfig(c, true)
 			if err != nil {
 				return err
@@ -88,6 +91,7 @@ intact, prints a report and tears everything down. Needs root.`,
 				AllowUnsafeTCG: c.Bool("allow-unsafe-tcg"), Transport: transport, Path: path,
 				Direct: c.Bool("direct"), Parameters: params, Policy: policy, Libvirt: c.Bool("libvirt"),
 				Virsh: c.Bool("virsh"), Link: link, VirshTimeout: c.Duration("max-time"),
+				DiskCopyMode: c.String("disk-copy-mode"), DiskConvergeAfter: c.Duration("disk-converge-after"),
 			})
 			prog.done()
 			if err != nil && res.Error == "" {

@@ -43,7 +43,7 @@ func TestRunDiskFlags(t *testing.T) {
 func TestDemoWithDisk(t *testing.T) {
 	labtest.Image(t)
 	code, out, _ := vmigrate(t, "demo", "--mem", "256M", "--disk-size", "64M", "--workload", "memdirty:wss=32M,rate=1000,disk=16M,diskrate=100",
-		"--wan-bandwidth", "100mbit", "--wan-rtt", "50ms", "--json")
+		"--wan-bandwidth", "100mbit", "--wan-rtt", "50ms", "--disk-converge-after", "5s", "--json")
 	if code != ExitOK {
 		t.Fatalf("exit %d", code)
 	}

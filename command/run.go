@@ -48,9 +48,7 @@ the source could not be confirmed running.`,
 			&cli.StringFlag{Name: "probe", Usage: "URL the guest answers (e.g. http://10.0.0.5/); it is requested every 10 ms during the migration to measure the downtime clients see"},
 			&cli.StringSliceFlag{Name: "disk", Usage: "mirror this block node (e.g. vda; the same node name on the destination, a pre-created image of the same size) before the RAM moves; repeat for more disks"},
 			&cli.StringFlag{Name: "nbd-socket", Usage: "with --disk: unix socket for the destination's NBD server, as its QEMU sees it (default: beside a unix --dst-qmp)"},
-			&cli.StringFlag{Name: "disk-copy-mode", Value: "background", Usage: "with --disk: background, or write-blocking (guest writes wait until copied: converges whatever the write rate)"},
-			&cli.DurationFlag{Name: "disk-converge-after", Value: 30 * time.Second, Usage: "with --disk: a background mirror not in sync after this long turns write-blocking (QEMU 8.2+; 0: never)"},
-		}, append(append(append(wanFlags(), tunnelFlags()...), policyFlags()...), libvirtFlags()...)...),
+		}, append(append(append(append(wanFlags(), tunnelFlags()...), policyFlags()...), libvirtFlags()...), diskModeFlags()...)...),
 		Action: func(c *cli.Context) error {
 			e := getEnv(c)
 			if c.Args().Len() > 0 {
@@ -135,6 +133,14 @@ the source could not be confirmed running.`,
 			}
 			return err
 		},
+	}
+}
+
+// diskModeFlags say how disks are mirrored (run and demo).
+func diskModeFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "disk-copy-mode", Value: "background", Usage: "disks: background, or write-blocking (guest writes wait until copied: converges whatever the write rate)"},
+		&cli.DurationFlag{Name: "disk-converge-after", Value: 30 * time.Second, Usage: "disks: a background mirror not in sync after this long turns write-blocking (QEMU 8.2+; 0: never)"},
 	}
 }
 

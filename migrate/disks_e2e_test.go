@@ -111,3 +111,42 @@ func TestMigrateWithDiskCancelled(t *testing.T) {
 	labtest.Intact(t, l, wss/4096)
 	labtest.IntactDisk(t, l, diskWSS/4096)
 }
+
+// The link cut during the mirror, and the destination QEMU killed after
+// the disks were in sync: each fails the migration, and the source runs on
+// with memory and disk intact and no mirror left.
+func TestMigrateWithDiskFaults(t *testing.T) {
+	for _, fault := range []string{"link cut during the mirror", "destination killed after ready"} {
+		t.Run(fault, func(t *testing.T) {
+			l := diskGuest(t)
+			o := diskOptions(t, l)
+			path := wanCodec(t)
+			o.Transport = path
+			o.DiskCopyMode = "write-blocking"
+			var once sync.Once
+			o.Progress = func(p migrate.Progress) {
+				switch {
+				case fault == "link cut during the mirror" && p.Phase == migrate.PhaseMirror && p.TransferredBytes > 4<<20:
+					once.Do(func() { go path.Close() })
+				case fault == "destination killed after ready" && p.Phase == migrate.PhasePrecopy && p.TransferredBytes > 8<<20:
+					once.Do(func() { go l.Dst.Kill() })
+				}
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+			defer cancel()
+			res, err := migrate.Run(ctx, o)
+			var me *migrate.Error
+			if !errors.As(err, &me) || !me.SourceRunning || me.VMOnDest {
+				t.Fatalf("err %v: want a failure with the source running", err)
+			}
+			t.Logf("%s: %v; disks %+v", fault, err, res.Disks)
+			cctx, ccancel := context.WithTimeout(context.Background(), time.Minute)
+			defer ccancel()
+			if jobs, err := o.Src.QueryBlockJobs(cctx); err != nil || len(jobs) != 0 {
+				t.Errorf("block jobs left on the source: %+v %v", jobs, err)
+			}
+			labtest.Intact(t, l, wss/4096)
+			labtest.IntactDisk(t, l, diskWSS/4096)
+		})
+	}
+}

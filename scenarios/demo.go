@@ -32,12 +32,16 @@ type DemoOptions struct {
 	// DiskBytes gives the guest a disk of that size, mirrored with the
 	// migration (by vmigrate on the QMP lab, by libvirt through vmigrate's
 	// tunnel on the libvirt lab).
-	DiskBytes      int64
-	Accel          string
-	CacheDir       string
-	QEMU           string
-	Parameters     *qmp.MigrationParameters
-	AllowUnsafeTCG bool
+	DiskBytes int64
+	// DiskCopyMode and DiskConvergeAfter are migrate.Options' (on the
+	// libvirt lab, write-blocking is libvirt's synchronous writes).
+	DiskCopyMode      string
+	DiskConvergeAfter time.Duration
+	Accel             string
+	CacheDir          string
+	QEMU              string
+	Parameters        *qmp.MigrationParameters
+	AllowUnsafeTCG    bool
 	// Transport carries the stream (the WAN path); nil relays it locally.
 	Transport migrate.Transport
 	Path      string // what Transport is, for the report
@@ -150,7 +154,7 @@ func Demo(ctx context.Context, o DemoOptions) (DemoResult, error) {
 			return err
 		}},
 		Parameters: o.Parameters, Progress: o.Progress, Log: o.Log, AllowUnsafeTCG: o.AllowUnsafeTCG,
-		Disks: disks, NBDSocket: filepath.Join(l.Dir, "nbd.sock"),
+		Disks: disks, NBDSocket: filepath.Join(l.Dir, "nbd.sock"), DiskCopyMode: o.DiskCopyMode, DiskConvergeAfter: o.DiskConvergeAfter,
 	})
 	res.Result = mres
 	if err != nil {
@@ -191,6 +195,7 @@ func demoLibvirt(ctx context.Context, o DemoOptions, res DemoResult) (DemoResult
 	}}
 	if o.DiskBytes > 0 {
 		opts.Disks = []string{lab.DiskNode}
+		opts.DiskWriteBlocking = o.DiskCopyMode == "write-blocking"
 	}
 	if p := o.Parameters; p != nil && p.MaxBandwidth != nil {
 		opts.MaxBandwidthMiB = *p.MaxBandwidth >> 20
