@@ -92,8 +92,12 @@ type Lab struct {
 	downErr  error
 }
 
-// Up starts the lab. On error everything it created is removed again.
-func Up(ctx context.Context, cfg Config) (l *Lab, err error) {
+// prepare is what every lab does first (Up and UpLibvirt): cfg's
+// defaults, the checks of what the lab needs beyond tools (each named with
+// the package that brings it), the namespaces of dead labs removed, the
+// accelerator and the QEMU chosen, each choice that is not the obvious one
+// said loudly.
+func prepare(ctx context.Context, cfg *Config, tools ...string) (AccelChoice, QEMUChoice, error) {
 	if cfg.Log == nil {
 		cfg.Log = zap.NewNop()
 	}
@@ -101,46 +105,60 @@ func Up(ctx context.Context, cfg Config) (l *Lab, err error) {
 		cfg.BootTimeout = DefaultBootTimeout
 	}
 	if os.Geteuid() != 0 {
-		return nil, ErrNotRoot
+		return AccelChoice{}, QEMUChoice{}, ErrNotRoot
 	}
 	probeBin := cfg.QEMU
 	if probeBin == "" {
 		probeBin = SystemQEMU
 	}
 	if _, err := exec.LookPath(probeBin); err != nil {
-		return nil, fmt.Errorf("%s not found: install QEMU (apt-get install qemu-system-x86, or make deps)", probeBin)
+		return AccelChoice{}, QEMUChoice{}, fmt.Errorf("%s not found: install QEMU (apt-get install qemu-system-x86, or make deps)", probeBin)
 	}
-	if _, err := exec.LookPath("ip"); err != nil {
-		return nil, fmt.Errorf("ip not found: install iproute2 (make deps)")
+	for _, tool := range append([]string{"ip"}, tools...) {
+		if _, err := exec.LookPath(tool); err != nil {
+			pkg := "iproute2"
+			if tool != "ip" {
+				pkg = "util-linux"
+			}
+			return AccelChoice{}, QEMUChoice{}, fmt.Errorf("%s not found: install %s (make deps)", tool, pkg)
+		}
 	}
 	if cfg.DiskBytes < 0 || cfg.DiskBytes%4096 != 0 {
-		return nil, fmt.Errorf("lab: disk size %d must be a non-negative multiple of 4096", cfg.DiskBytes)
+		return AccelChoice{}, QEMUChoice{}, fmt.Errorf("lab: disk size %d must be a non-negative multiple of 4096", cfg.DiskBytes)
 	}
 	if cfg.Image.Kernel == "" {
-		return nil, fmt.Errorf("no guest image: run `vmigrate guest build` (or make guest)")
+		return AccelChoice{}, QEMUChoice{}, fmt.Errorf("no guest image: run `vmigrate guest build` (or make guest)")
 	}
 	for _, p := range []string{cfg.Image.Kernel, cfg.Image.Initrd} {
 		if _, err := os.Stat(p); err != nil {
-			return nil, fmt.Errorf("guest image incomplete (%w): run `vmigrate guest build` (or make guest)", err)
+			return AccelChoice{}, QEMUChoice{}, fmt.Errorf("guest image incomplete (%w): run `vmigrate guest build` (or make guest)", err)
 		}
 	}
 	if removed := RemoveStale(ctx); len(removed) > 0 {
 		cfg.Log.Info("removed namespaces of earlier labs that were not cleaned up", zap.Strings("netns", removed))
 	}
-
 	accel, err := ChooseAccel(ctx, cfg.Accel, probeBin, cfg.Image, cfg.CacheDir, cfg.Log)
 	if err != nil {
-		return nil, fmt.Errorf("choose accelerator: %w", err)
+		return AccelChoice{}, QEMUChoice{}, fmt.Errorf("choose accelerator: %w", err)
 	}
 	if accel.Accel == AccelTCG && accel.Probed {
 		cfg.Log.Warn("FALLING BACK TO TCG (software emulation): "+accel.Reason, zap.String("accel", "tcg"))
 	}
 	qemu, err := ChooseQEMU(ctx, cfg.QEMU, accel.Accel, cfg.CacheDir)
 	if err != nil {
-		return nil, fmt.Errorf("choose QEMU: %w", err)
+		return AccelChoice{}, QEMUChoice{}, fmt.Errorf("choose QEMU: %w", err)
 	}
 	if qemu.Reason != "requested" && qemu.Reason != "the system's" {
 		cfg.Log.Warn("QEMU for the lab: "+qemu.Reason, zap.String("qemu", qemu.Version))
+	}
+	return accel, qemu, nil
+}
+
+// Up starts the lab. On error everything it created is removed again.
+func Up(ctx context.Context, cfg Config) (l *Lab, err error) {
+	accel, qemu, err := prepare(ctx, &cfg)
+	if err != nil {
+		return nil, err
 	}
 
 	dir, err := os.MkdirTemp("", "vml")
@@ -207,7 +225,7 @@ func Up(ctx context.Context, cfg Config) (l *Lab, err error) {
 		return l, fmt.Errorf("lab: boot: %w", err)
 	}
 	l.Guest = &guest.Client{HTTP: l.HTTPClient(), Addr: GuestIP}
-	if err := l.waitAgent(bctx); err != nil {
+	if err := waitGuestAgent(bctx, l.Guest); err != nil {
 		return l, fmt.Errorf("lab: boot: %w", err)
 	}
 	l.BootTime = time.Since(start)
@@ -233,13 +251,13 @@ func createRawImage(path string, size int64) error {
 	return nil
 }
 
-// waitAgent waits until the agent answers over the bridge: the serial line
-// says it listens, this proves the lab's layer 2 carries it.
-func (l *Lab) waitAgent(ctx context.Context) error {
+// waitGuestAgent waits until the agent answers over the bridge: the serial
+// line says it listens, this proves the lab's layer 2 carries it.
+func waitGuestAgent(ctx context.Context, g *guest.Client) error {
 	var last error
 	for {
 		c, cancel := context.WithTimeout(ctx, 2*time.Second)
-		_, err := l.Guest.Status(c)
+		_, err := g.Status(c)
 		cancel()
 		if err == nil {
 			return nil

@@ -290,38 +290,17 @@ type LibvirtLab struct {
 // UpLibvirt starts the libvirt lab with the same configuration as Up. On
 // error everything it created is removed again.
 func UpLibvirt(ctx context.Context, cfg Config) (l *LibvirtLab, err error) {
-	if cfg.Log == nil {
-		cfg.Log = zap.NewNop()
+	if os.Geteuid() == 0 { // a non-root caller hears ErrNotRoot from prepare first
+		if _, err := os.Stat(LibvirtdBin); err != nil {
+			return nil, fmt.Errorf("%s not found: install libvirt (apt-get install libvirt-daemon-system)", LibvirtdBin)
+		}
 	}
-	if cfg.BootTimeout == 0 {
-		cfg.BootTimeout = DefaultBootTimeout
-	}
-	if err := libvirtPrerequisites(cfg); err != nil {
+	accel, qemu, err := prepare(ctx, &cfg, "unshare", "mount")
+	if err != nil {
 		return nil, err
-	}
-	if removed := RemoveStale(ctx); len(removed) > 0 {
-		cfg.Log.Info("removed namespaces of earlier labs that were not cleaned up", zap.Strings("netns", removed))
 	}
 	if removed := removeStaleRunDirs(); len(removed) > 0 {
 		cfg.Log.Info("removed run directories of earlier libvirt labs", zap.Strings("dirs", removed))
-	}
-	probeBin := cfg.QEMU
-	if probeBin == "" {
-		probeBin = SystemQEMU
-	}
-	accel, err := ChooseAccel(ctx, cfg.Accel, probeBin, cfg.Image, cfg.CacheDir, cfg.Log)
-	if err != nil {
-		return nil, fmt.Errorf("choose accelerator: %w", err)
-	}
-	if accel.Accel == AccelTCG && accel.Probed {
-		cfg.Log.Warn("FALLING BACK TO TCG (software emulation): "+accel.Reason, zap.String("accel", "tcg"))
-	}
-	qemu, err := ChooseQEMU(ctx, cfg.QEMU, accel.Accel, cfg.CacheDir)
-	if err != nil {
-		return nil, fmt.Errorf("choose QEMU: %w", err)
-	}
-	if qemu.Reason != "requested" && qemu.Reason != "the system's" {
-		cfg.Log.Warn("QEMU for the lab: "+qemu.Reason, zap.String("qemu", qemu.Version))
 	}
 	emulator, err := exec.LookPath(qemu.Binary)
 	if err == nil {
@@ -424,9 +403,6 @@ func UpLibvirt(ctx context.Context, cfg Config) (l *LibvirtLab, err error) {
 	if cfg.DiskBytes > 0 {
 		// The same path in each daemon's /var/lib/libvirt, each its own
 		// image: the destination's is the empty target of the copy.
-		if cfg.DiskBytes%4096 != 0 {
-			return l, fmt.Errorf("libvirt lab: disk size %d is not a multiple of 4 KiB", cfg.DiskBytes)
-		}
 		spec.Disk = LibvirtDisk
 		for _, side := range []string{SideSrc, SideDst} {
 			p := filepath.Join(l.Dir, side, "lib", "images", filepath.Base(LibvirtDisk))
@@ -470,38 +446,6 @@ func UpLibvirt(ctx context.Context, cfg Config) (l *LibvirtLab, err error) {
 		zap.String("guest", GuestIP), zap.String("src", l.SrcURI), zap.String("dst", l.DstURI),
 		zap.Duration("daemons", l.DaemonStart), zap.Duration("caps_probe", l.CapsProbe), zap.Duration("boot", l.BootTime))
 	return l, nil
-}
-
-// libvirtPrerequisites checks, before anything is created, what UpLibvirt
-// needs from the machine, and says what to do about what is missing.
-func libvirtPrerequisites(cfg Config) error {
-	if os.Geteuid() != 0 {
-		return ErrNotRoot
-	}
-	probeBin := cfg.QEMU
-	if probeBin == "" {
-		probeBin = SystemQEMU
-	}
-	if _, err := exec.LookPath(probeBin); err != nil {
-		return fmt.Errorf("%s not found: install QEMU (apt-get install qemu-system-x86, or make deps)", probeBin)
-	}
-	if _, err := os.Stat(LibvirtdBin); err != nil {
-		return fmt.Errorf("%s not found: install libvirt (apt-get install libvirt-daemon-system)", LibvirtdBin)
-	}
-	for _, tool := range []string{"ip", "unshare", "mount"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			return fmt.Errorf("%s not found: install iproute2 and util-linux (make deps)", tool)
-		}
-	}
-	if cfg.Image.Kernel == "" {
-		return fmt.Errorf("no guest image: run `vmigrate guest build` (or make guest)")
-	}
-	for _, p := range []string{cfg.Image.Kernel, cfg.Image.Initrd} {
-		if _, err := os.Stat(p); err != nil {
-			return fmt.Errorf("guest image incomplete (%w): run `vmigrate guest build` (or make guest)", err)
-		}
-	}
-	return nil
 }
 
 // qemuModDir returns the module directory of a QEMU unpacked outside the
@@ -602,25 +546,6 @@ func (l *LibvirtLab) waitReadyLine(ctx context.Context, dom *libvirt.Domain) err
 		case <-ctx.Done():
 			return fmt.Errorf("guest on src did not print %q: %w; console tail: %s", agentapi.ReadyPrefix, ctx.Err(), Tail(serial, 600))
 		case <-t.C:
-		}
-	}
-}
-
-// waitGuestAgent waits until the agent answers over the bridge.
-func waitGuestAgent(ctx context.Context, g *guest.Client) error {
-	var last error
-	for {
-		c, cancel := context.WithTimeout(ctx, 2*time.Second)
-		_, err := g.Status(c)
-		cancel()
-		if err == nil {
-			return nil
-		}
-		last = err
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("agent at %s unreachable from the bridge: %w", GuestIP, last)
-		case <-time.After(100 * time.Millisecond):
 		}
 	}
 }
