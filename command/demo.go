@@ -32,8 +32,9 @@ intact, prints a report and tears everything down. Needs root.`,
 		), append(append(wanFlags(), policyFlags()...), diskModeFlags()...)...),
 		Action: func(c *cli.Context) error {
 			e := getEnv(c)
-			if m := c.String("disk-copy-mode"); m != "background" && m != "write-blocking" {
-				return withCode(ExitUsage, fmt.Errorf("--disk-copy-mode %q: want background or write-blocking", m))
+			copyMode, err := diskCopyMode(c)
+			if err != nil {
+				return err
 			}
 			cfg, err := labConfig(c, true)
 			if err != nil {
@@ -91,7 +92,7 @@ intact, prints a report and tears everything down. Needs root.`,
 				AllowUnsafeTCG: c.Bool("allow-unsafe-tcg"), Transport: transport, Path: path,
 				Direct: c.Bool("direct"), Parameters: params, Policy: policy, Libvirt: c.Bool("libvirt"),
 				Virsh: c.Bool("virsh"), Link: link, VirshTimeout: c.Duration("max-time"),
-				DiskCopyMode: c.String("disk-copy-mode"), DiskConvergeAfter: c.Duration("disk-converge-after"),
+				DiskCopyMode: copyMode, DiskConvergeAfter: c.Duration("disk-converge-after"),
 			})
 			prog.done()
 			if err != nil && res.Error == "" {

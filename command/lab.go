@@ -101,17 +101,7 @@ exit, on Ctrl-C and on failure. Needs root.`,
 			}
 			defer l.Down()
 			printLab(e.stdout, l)
-			var after <-chan time.Time
-			if d := c.Duration("for"); d > 0 {
-				after = time.After(d)
-			}
-			select {
-			case <-e.ctx.Done():
-			case <-after:
-			case <-l.Src.Done():
-				return fmt.Errorf("lab: source QEMU exited")
-			}
-			return nil
+			return waitLab(c, l.Src.Done(), "source QEMU")
 		},
 	}
 }
@@ -136,13 +126,21 @@ func libvirtLab(c *cli.Context, cfg lab.Config) error {
 	}
 	defer l.Down()
 	printLibvirtLab(e.stdout, l)
+	return waitLab(c, nil, "")
+}
+
+// waitLab keeps a lab up until Ctrl-C or --for, or until died (nil:
+// never) says what the lab lost.
+func waitLab(c *cli.Context, died <-chan struct{}, what string) error {
 	var after <-chan time.Time
 	if d := c.Duration("for"); d > 0 {
 		after = time.After(d)
 	}
 	select {
-	case <-e.ctx.Done():
+	case <-getEnv(c).ctx.Done():
 	case <-after:
+	case <-died:
+		return fmt.Errorf("lab: %s exited", what)
 	}
 	return nil
 }

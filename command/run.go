@@ -106,11 +106,9 @@ the source could not be confirmed running.`,
 			if strings.HasPrefix(incoming, "unix:") {
 				relayDir = dir
 			}
-			var pc *probe.Config
-			if u := c.String("probe"); u != "" {
-				if pc, err = httpProbe(u); err != nil {
-					return withCode(ExitUsage, fmt.Errorf("--probe: %w", err))
-				}
+			pc, err := probeFlag(c)
+			if err != nil {
+				return err
 			}
 			policy, err := buildPolicy(c)
 			if err != nil {
@@ -144,14 +142,35 @@ func diskModeFlags() []cli.Flag {
 	}
 }
 
+// diskCopyMode reads --disk-copy-mode (run and demo).
+func diskCopyMode(c *cli.Context) (string, error) {
+	switch m := c.String("disk-copy-mode"); m {
+	case qmp.CopyModeBackground, qmp.CopyModeWriteBlocking:
+		return m, nil
+	default:
+		return "", withCode(ExitUsage, fmt.Errorf("--disk-copy-mode %q: want background or write-blocking", m))
+	}
+}
+
+// probeFlag reads --probe: nil without it.
+func probeFlag(c *cli.Context) (*probe.Config, error) {
+	u := c.String("probe")
+	if u == "" {
+		return nil, nil
+	}
+	pc, err := httpProbe(u)
+	if err != nil {
+		return nil, withCode(ExitUsage, fmt.Errorf("--probe: %w", err))
+	}
+	return pc, nil
+}
+
 // diskFlags reads --disk and --nbd-socket.
 func diskFlags(c *cli.Context) ([]string, string, error) {
 	disks := c.StringSlice("disk")
 	nbd := c.String("nbd-socket")
-	switch m := c.String("disk-copy-mode"); m {
-	case qmp.CopyModeBackground, qmp.CopyModeWriteBlocking:
-	default:
-		return nil, "", withCode(ExitUsage, fmt.Errorf("--disk-copy-mode %q: want background or write-blocking", m))
+	if _, err := diskCopyMode(c); err != nil {
+		return nil, "", err
 	}
 	if len(disks) == 0 {
 		if nbd != "" {

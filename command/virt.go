@@ -8,7 +8,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/vmigrate/vmigrate/migrate"
-	"github.com/vmigrate/vmigrate/probe"
+	"github.com/vmigrate/vmigrate/qmp"
 )
 
 // DefaultMigrationSocket is where a libvirt migration's stream meets
@@ -41,10 +41,9 @@ func runLibvirt(c *cli.Context) error {
 		}
 	}
 	disks := c.StringSlice("disk")
-	switch m := c.String("disk-copy-mode"); m {
-	case "background", "write-blocking":
-	default:
-		return withCode(ExitUsage, fmt.Errorf("--disk-copy-mode %q: want background or write-blocking", m))
+	copyMode, err := diskCopyMode(c)
+	if err != nil {
+		return err
 	}
 	if c.String("src-uri") == "" || c.String("dst-uri") == "" {
 		return withCode(ExitUsage, fmt.Errorf("--domain needs --src-uri and --dst-uri"))
@@ -83,11 +82,9 @@ func runLibvirt(c *cli.Context) error {
 			return withCode(ExitUsage, fmt.Errorf("--migrate-socket: %w", err))
 		}
 	}
-	var pc *probe.Config
-	if u := c.String("probe"); u != "" {
-		if pc, err = httpProbe(u); err != nil {
-			return withCode(ExitUsage, fmt.Errorf("--probe: %w", err))
-		}
+	pc, err := probeFlag(c)
+	if err != nil {
+		return err
 	}
 	policy, err := buildPolicy(c)
 	if err != nil {
@@ -97,7 +94,7 @@ func runLibvirt(c *cli.Context) error {
 		Domain: c.String("domain"), SrcURI: c.String("src-uri"), DstURI: c.String("dst-uri"),
 		StreamSocket: sock, ListenSocket: listen, ForwardSocket: c.String("forward-socket"),
 		P2P: c.Bool("p2p"), KeepSource: c.Bool("keep-source"), Transient: c.Bool("transient"),
-		Disks: disks, DiskWriteBlocking: c.String("disk-copy-mode") == "write-blocking",
+		Disks: disks, DiskWriteBlocking: copyMode == qmp.CopyModeWriteBlocking,
 		MaxBandwidthMiB: c.Uint64("max-bandwidth"), DowntimeLimitMS: c.Uint64("downtime-limit"),
 		Probe: pc, Policy: policy, AllowUnsafeTCG: c.Bool("allow-unsafe-tcg"), PollInterval: c.Duration("poll"),
 		Log: e.log,
