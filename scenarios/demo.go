@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"path/filepath"
 	"time"
 
@@ -113,23 +114,16 @@ func Demo(ctx context.Context, o DemoOptions) (DemoResult, error) {
 		return demoLibvirt(ctx, o, res)
 	}
 
-	l, err := lab.Up(ctx, lab.Config{
-		Image: o.Image, MemBytes: o.MemBytes, Workload: o.Workload, Accel: o.Accel,
-		QEMU: o.QEMU, CacheDir: o.CacheDir, Log: o.Log, DiskBytes: o.DiskBytes,
-	})
+	l, err := lab.Up(ctx, o.labConfig())
 	if err != nil {
 		res.Error = err.Error()
 		return res, err
 	}
 	defer l.Down()
-	res.Accel, res.AccelReason, res.BootMS, res.QEMU = l.Accel.Accel, l.Accel.Reason, l.BootTime.Milliseconds(), l.QEMU
-
-	before, err := waitPopulated(ctx, l.Guest, o.Workload, o.PopulateWait, o.Log)
+	before, err := res.settle(ctx, o, l.Accel, l.QEMU, l.BootTime, l.Guest)
 	if err != nil {
-		res.Error = err.Error()
 		return res, err
 	}
-	res.AchievedDirtyPPS = before.Workload.AchievedPagesPerSec
 
 	src, dst, err := dialLab(ctx, l)
 	if err != nil {
@@ -138,7 +132,6 @@ func Demo(ctx context.Context, o DemoOptions) (DemoResult, error) {
 	}
 	defer src.Close()
 	defer dst.Close()
-	pinger := &guest.Client{HTTP: l.HTTPClient(), Addr: l.GuestIP}
 	var disks []string
 	if o.DiskBytes > 0 {
 		disks = []string{lab.DiskNode}
@@ -149,10 +142,7 @@ func Demo(ctx context.Context, o DemoOptions) (DemoResult, error) {
 	}
 	mres, err := migrate.Run(ctx, migrate.Options{
 		Src: src, Dst: dst, IncomingURI: incoming, RelayDir: relayDir, Transport: o.Transport, Policy: o.Policy,
-		Probe: &probe.Config{Send: func(ctx context.Context) error {
-			_, err := pinger.Ping(ctx)
-			return err
-		}},
+		Probe:      pingProbe(l.HTTPClient(), l.GuestIP),
 		Parameters: o.Parameters, Progress: o.Progress, Log: o.Log, AllowUnsafeTCG: o.AllowUnsafeTCG,
 		Disks: disks, NBDSocket: filepath.Join(l.Dir, "nbd.sock"), DiskCopyMode: o.DiskCopyMode, DiskConvergeAfter: o.DiskConvergeAfter,
 	})
@@ -170,32 +160,22 @@ func demoLibvirt(ctx context.Context, o DemoOptions, res DemoResult) (DemoResult
 		res.Error = err.Error()
 		return res, err
 	}
-	l, err := lab.UpLibvirt(ctx, lab.Config{
-		Image: o.Image, MemBytes: o.MemBytes, Workload: o.Workload, Accel: o.Accel,
-		QEMU: o.QEMU, CacheDir: o.CacheDir, Log: o.Log, DiskBytes: o.DiskBytes,
-	})
+	l, err := lab.UpLibvirt(ctx, o.labConfig())
 	if err != nil {
 		res.Error = err.Error()
 		return res, err
 	}
 	defer l.Down()
-	res.Accel, res.AccelReason, res.BootMS, res.QEMU = l.Accel.Accel, l.Accel.Reason, l.BootTime.Milliseconds(), l.QEMU
-	before, err := waitPopulated(ctx, l.Guest, o.Workload, o.PopulateWait, o.Log)
+	before, err := res.settle(ctx, o, l.Accel, l.QEMU, l.BootTime, l.Guest)
 	if err != nil {
-		res.Error = err.Error()
 		return res, err
 	}
-	res.AchievedDirtyPPS = before.Workload.AchievedPagesPerSec
-	pinger := &guest.Client{HTTP: l.HTTPClient(), Addr: l.GuestIP}
 	opts := LibvirtLabOptions(l, "migration.sock")
 	opts.Transport, opts.Policy, opts.Progress, opts.Log, opts.AllowUnsafeTCG = o.Transport, o.Policy, o.Progress, o.Log, o.AllowUnsafeTCG
-	opts.Probe = &probe.Config{Send: func(ctx context.Context) error {
-		_, err := pinger.Ping(ctx)
-		return err
-	}}
+	opts.Probe = pingProbe(l.HTTPClient(), l.GuestIP)
 	if o.DiskBytes > 0 {
 		opts.Disks = []string{lab.DiskNode}
-		opts.DiskWriteBlocking = o.DiskCopyMode == "write-blocking"
+		opts.DiskWriteBlocking = o.DiskCopyMode == qmp.CopyModeWriteBlocking
 	}
 	if p := o.Parameters; p != nil && p.MaxBandwidth != nil {
 		opts.MaxBandwidthMiB = *p.MaxBandwidth >> 20
@@ -225,6 +205,37 @@ func LibvirtLabOptions(l *lab.LibvirtLab, sock string) migrate.LibvirtOptions {
 		ListenSocket:  filepath.Join(l.SrcMigDir, sock),
 		ForwardSocket: filepath.Join(l.DstMigDir, sock),
 	}
+}
+
+// labConfig is the lab the demo runs, QMP or libvirt.
+func (o DemoOptions) labConfig() lab.Config {
+	return lab.Config{
+		Image: o.Image, MemBytes: o.MemBytes, Workload: o.Workload, Accel: o.Accel,
+		QEMU: o.QEMU, CacheDir: o.CacheDir, Log: o.Log, DiskBytes: o.DiskBytes,
+	}
+}
+
+// settle records how the lab came up and waits for the guest's workload
+// to reach its steady state, returning the guest's status then.
+func (r *DemoResult) settle(ctx context.Context, o DemoOptions, accel lab.AccelChoice, q lab.QEMUChoice, boot time.Duration, g *guest.Client) (agentapi.Status, error) {
+	r.Accel, r.AccelReason, r.BootMS, r.QEMU = accel.Accel, accel.Reason, boot.Milliseconds(), q
+	before, err := waitPopulated(ctx, g, o.Workload, o.PopulateWait, o.Log)
+	if err != nil {
+		r.Error = err.Error()
+		return before, err
+	}
+	r.AchievedDirtyPPS = before.Workload.AchievedPagesPerSec
+	return before, nil
+}
+
+// pingProbe measures the downtime a client of the guest sees: it pings
+// the agent, each time on a new connection from the bridge.
+func pingProbe(hc *http.Client, ip string) *probe.Config {
+	pinger := &guest.Client{HTTP: hc, Addr: ip}
+	return &probe.Config{Send: func(ctx context.Context) error {
+		_, err := pinger.Ping(ctx)
+		return err
+	}}
 }
 
 // waitPopulated waits until the workload has filled its working set, so
