@@ -117,15 +117,7 @@ func (r *runner) diskStats(ctx context.Context) {
 			st[i].SentBytes = c.ChannelBytes(diskChannel(st[i].Disk))
 		}
 	}
-	for i, s := range st {
-		// Stats read after the jobs ended have no counters: keep the last.
-		if s.Bytes == 0 && i < len(r.res.Disks) {
-			st[i] = r.res.Disks[i]
-			st[i].SentBytes = max(st[i].SentBytes, s.SentBytes)
-			st[i].Status = s.Status
-		}
-	}
-	r.res.Disks = st
+	r.res.Disks = st // a mirror keeps the last counters of a job that ended
 }
 
 // switchDisks runs while the source waits in pre-switchover, the VM
@@ -137,7 +129,6 @@ func (r *runner) switchDisks(ctx context.Context) error {
 		return nil
 	}
 	r.disks.completed = true
-	r.diskStats(ctx)
 	if err := r.disks.mirror.Complete(ctx); err != nil {
 		return err
 	}
