@@ -86,9 +86,11 @@ type DiskStats struct {
 	ReadyMS int64 `json:"ready_ms"`
 	// SentBytes went into the tunnel's channel of the disk (0 when the
 	// mirror connected to the destination directly).
-	SentBytes int64  `json:"sent_bytes,omitempty"`
-	CopyMode  string `json:"copy_mode"`
-	Status    string `json:"status"`
+	SentBytes int64 `json:"sent_bytes,omitempty"`
+	// Target is the destination's image, as its QEMU names it.
+	Target   string `json:"target,omitempty"`
+	CopyMode string `json:"copy_mode"`
+	Status   string `json:"status"`
 }
 
 // Errors of a mirror, for errors.Is.

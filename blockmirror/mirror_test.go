@@ -55,10 +55,16 @@ func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
 // when the test ends.
 func diskQEMU(t *testing.T, bin, image string, extra ...string) (*qmp.Client, *exec.Cmd) {
 	t.Helper()
+	return formatQEMU(t, bin, image, blockmirror.FormatRaw, extra...)
+}
+
+// formatQEMU is diskQEMU with an image of another format.
+func formatQEMU(t *testing.T, bin, image, format string, extra ...string) (*qmp.Client, *exec.Cmd) {
+	t.Helper()
 	sock := filepath.Join(t.TempDir(), "qmp")
 	args := append([]string{"-machine", "q35", "-accel", "tcg", "-m", "64M", "-nodefaults", "-display", "none", "-S",
 		"-blockdev", "driver=file,filename=" + image + ",node-name=vda-file",
-		"-blockdev", "driver=raw,file=vda-file,node-name=vda",
+		"-blockdev", "driver=" + format + ",file=vda-file,node-name=vda",
 		"-device", "virtio-blk-pci,drive=vda,id=vda-dev",
 		"-qmp", "unix:" + sock + ",server=on,wait=off"}, extra...)
 	cmd := exec.Command(bin, args...)

@@ -72,6 +72,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			guestCommand(),
 			wanlinkCommand(),
 			tunnelCommand(),
+			diskCommand(),
 		},
 		ExitErrHandler: func(*cli.Context, error) {}, // Main maps errors to codes
 	}

@@ -2,6 +2,8 @@ package command
 
 import (
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -53,5 +55,53 @@ func TestDemoWithDisk(t *testing.T) {
 	}
 	if !res.Verified || res.BlocksChecked != 16<<20/4096 || res.BlocksWrong != 0 || len(res.Disks) != 1 || res.Disks[0].SentBytes == 0 {
 		t.Errorf("verified %v, blocks %d checked %d wrong, disks %+v", res.Verified, res.BlocksChecked, res.BlocksWrong, res.Disks)
+	}
+}
+
+// disk create makes the target image from flags, refuses bad flags with a
+// usage error and never overwrites a file.
+func TestDiskCreate(t *testing.T) {
+	dir := t.TempDir()
+	target := filepath.Join(dir, "vda.img")
+	bad := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--target", target}, "either --src-qmp"},
+		{[]string{"--target", target, "--size", "1G", "--src-qmp", "/x"}, "either --src-qmp"},
+		{[]string{"--target", target, "--size", "1000"}, "multiple of 512"},
+		{[]string{"--target", target, "--size", "1G", "--format", "vmdk"}, "raw or qcow2"},
+		{[]string{"--target", target, "--size", "1G", "--disk", "vda"}, "--disk goes with --src-qmp"},
+		{[]string{"--target", target, "--src-qmp", "/x"}, "needs --disk"},
+	}
+	for _, tc := range bad {
+		code, _, errOut := vmigrate(t, append([]string{"disk", "create"}, tc.args...)...)
+		if code != ExitUsage || !strings.Contains(errOut, tc.want) {
+			t.Errorf("disk create %v: exit %d, %q; want usage error with %q", tc.args, code, errOut, tc.want)
+		}
+		if _, err := os.Stat(target); err == nil {
+			t.Fatalf("disk create %v created %s", tc.args, target)
+		}
+	}
+	code, out, errOut := vmigrate(t, "disk", "create", "--target", target, "--size", "64M", "--json")
+	if code != ExitOK {
+		t.Fatalf("disk create: exit %d: %s", code, errOut)
+	}
+	var img struct {
+		Format string `json:"format"`
+		Size   int64  `json:"size"`
+	}
+	if err := json.Unmarshal([]byte(out), &img); err != nil || img.Format != "raw" || img.Size != 64<<20 {
+		t.Fatalf("disk create printed %q (%v)", out, err)
+	}
+	if fi, err := os.Stat(target); err != nil || fi.Size() != 64<<20 {
+		t.Fatalf("target: %v, %v", fi, err)
+	}
+	os.WriteFile(target, []byte("keep"), 0o600)
+	if code, _, errOut := vmigrate(t, "disk", "create", "--target", target, "--size", "64M"); code == ExitOK || !strings.Contains(errOut, "exists") {
+		t.Fatalf("disk create over a file: exit %d, %q", code, errOut)
+	}
+	if b, _ := os.ReadFile(target); string(b) != "keep" {
+		t.Fatalf("disk create changed an existing file: %q", b)
 	}
 }

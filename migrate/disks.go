@@ -12,6 +12,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"go.uber.org/zap"
 
@@ -36,6 +37,9 @@ type diskRun struct {
 	mirror    *blockmirror.Mirror
 	completed bool
 	pauseCap  bool // pause-before-switchover was turned on by us
+	// targets are the destination's images, once checked; from the first
+	// byte mirrored they hold a partial copy until the migration completes.
+	targets []blockmirror.Image
 }
 
 // carryDisks gives every disk a channel of t, when t can carry them;
@@ -73,10 +77,15 @@ func (r *runner) mirrorDisks(ctx context.Context) error {
 	}
 	r.phase = PhaseMirror
 	r.emit(Progress{})
+	targets, err := blockmirror.CheckTargets(ctx, r.o.Src, r.o.Dst, r.o.Disks)
+	if err != nil {
+		return err
+	}
 	if err := blockmirror.Export(ctx, r.o.Dst, r.o.NBDSocket, r.o.Disks); err != nil {
 		return err
 	}
 	r.disks.exported = true
+	r.disks.targets = targets
 	m, err := blockmirror.Start(ctx, r.o.Src, blockmirror.Options{
 		Disks: r.o.Disks, Sockets: r.disks.sockets, CopyMode: r.o.DiskCopyMode, ConvergeAfter: r.o.DiskConvergeAfter, Log: r.log,
 		Progress: func(st []blockmirror.DiskStats) {
@@ -112,9 +121,15 @@ func (r *runner) diskStats(ctx context.Context) {
 		return
 	}
 	st := r.disks.mirror.Stats(ctx)
-	if c, ok := r.transport.(diskCarrier); ok {
-		for i := range st {
+	c, carried := r.transport.(diskCarrier)
+	for i := range st {
+		if carried {
 			st[i].SentBytes = c.ChannelBytes(diskChannel(st[i].Disk))
+		}
+		for _, t := range r.disks.targets {
+			if t.Node == st[i].Disk {
+				st[i].Target = t.File
+			}
 		}
 	}
 	r.res.Disks = st // a mirror keeps the last counters of a job that ended
@@ -159,6 +174,19 @@ func (r *runner) abortDisks(ctx context.Context) {
 		r.disks.exported = false
 	}
 	r.restorePauseCap(ctx)
+}
+
+// partialTargets names the destination's images a failed migration left
+// with a partial copy ("" when none was written).
+func (r *runner) partialTargets() string {
+	if len(r.disks.targets) == 0 {
+		return ""
+	}
+	var files []string
+	for _, t := range r.disks.targets {
+		files = append(files, fmt.Sprintf("%s (%s)", t.File, t.Node))
+	}
+	return strings.Join(files, ", ")
 }
 
 func (r *runner) restorePauseCap(ctx context.Context) {

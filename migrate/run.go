@@ -602,6 +602,9 @@ func (r *runner) fail(ctx context.Context, stage string, cause error) error {
 			e.Err = fmt.Errorf("%w; and resuming the source failed: %v", cause, err)
 		}
 		e.SourceRunning = running
+		if t := r.partialTargets(); t != "" {
+			e.Err = fmt.Errorf("%w; the destination's disk images hold a partial copy, not a disk to boot: %s (remove them, or keep them as the target of the next attempt)", e.Err, t)
+		}
 	}
 	if st, err := r.o.Src.QueryStatus(cctx); err == nil {
 		r.res.SourceStatus = st.Status

@@ -135,3 +135,24 @@ func (c *Client) HumanMonitorCommand(ctx context.Context, cmd string) (string, e
 	err := c.Execute(ctx, "human-monitor-command", map[string]any{"command-line": cmd}, &out)
 	return out, err
 }
+
+// BlockNode is one entry of query-named-block-nodes (BlockDeviceInfo),
+// the fields vmigrate reads.
+type BlockNode struct {
+	NodeName string `json:"node-name"`
+	Driver   string `json:"drv"`  // the format (raw, qcow2) or protocol (file, nbd) driver
+	File     string `json:"file"` // the image's file name
+	ReadOnly bool   `json:"ro"`
+	Image    struct {
+		VirtualSize int64  `json:"virtual-size"`
+		ClusterSize int64  `json:"cluster-size,omitempty"`
+		Format      string `json:"format"`
+	} `json:"image"`
+}
+
+// QueryNamedBlockNodes lists every block node, children included (flat).
+func (c *Client) QueryNamedBlockNodes(ctx context.Context) ([]BlockNode, error) {
+	var nodes []BlockNode
+	err := c.Execute(ctx, "query-named-block-nodes", map[string]any{"flat": true}, &nodes)
+	return nodes, err
+}
