@@ -35,6 +35,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/vmigrate/vmigrate/blockmirror"
 	"github.com/vmigrate/vmigrate/guest"
 	"github.com/vmigrate/vmigrate/guest/agentapi"
 	"github.com/vmigrate/vmigrate/guest/workload"
@@ -70,6 +71,10 @@ type Config struct {
 	// multiple of 4096) in the run directory: the source gets src-disk.img,
 	// the destination an empty dst-disk.img.
 	DiskBytes int64
+	// DiskImage, when set, is a raw image the source's disk starts as (a
+	// sparse copy; DiskBytes, when 0, becomes its size), e.g. an OS image
+	// built by BuildOSImage. The destination's disk is still empty.
+	DiskImage string
 }
 
 // Lab is a running source and destination.
@@ -121,6 +126,18 @@ func prepare(ctx context.Context, cfg *Config, tools ...string) (AccelChoice, QE
 				pkg = "util-linux"
 			}
 			return AccelChoice{}, QEMUChoice{}, fmt.Errorf("%s not found: install %s (make deps)", tool, pkg)
+		}
+	}
+	if cfg.DiskImage != "" {
+		fi, err := os.Stat(cfg.DiskImage)
+		if err != nil {
+			return AccelChoice{}, QEMUChoice{}, fmt.Errorf("lab: disk image: %w", err)
+		}
+		if cfg.DiskBytes == 0 {
+			cfg.DiskBytes = (fi.Size() + 4095) &^ 4095
+		}
+		if cfg.DiskBytes < fi.Size() {
+			return AccelChoice{}, QEMUChoice{}, fmt.Errorf("lab: disk size %d is smaller than the image %s (%d bytes)", cfg.DiskBytes, cfg.DiskImage, fi.Size())
 		}
 	}
 	if cfg.DiskBytes < 0 || cfg.DiskBytes%4096 != 0 {
@@ -195,10 +212,13 @@ func Up(ctx context.Context, cfg Config) (l *Lab, err error) {
 	dst.Incoming = true
 	if cfg.DiskBytes > 0 {
 		l.SrcDisk, l.DstDisk = filepath.Join(dir, "src-disk.img"), filepath.Join(dir, "dst-disk.img")
-		for _, p := range []string{l.SrcDisk, l.DstDisk} {
-			if err := createRawImage(p, cfg.DiskBytes); err != nil {
-				return l, err
-			}
+		if err := createSourceDisk(ctx, l.SrcDisk, cfg.DiskImage, cfg.DiskBytes); err != nil {
+			return l, err
+		}
+		// The destination's target is made from the source's size and
+		// format, as vmigrate disk create makes it on a real host.
+		if err := blockmirror.CreateTarget(ctx, l.DstDisk, blockmirror.Image{Format: blockmirror.FormatRaw, Size: cfg.DiskBytes}); err != nil {
+			return l, fmt.Errorf("lab: %w", err)
 		}
 		src.Disk, src.DiskFormat = l.SrcDisk, DiskRaw
 		dst.Disk, dst.DiskFormat = l.DstDisk, DiskRaw
@@ -236,6 +256,21 @@ func Up(ctx context.Context, cfg Config) (l *Lab, err error) {
 
 // createRawImage creates a sparse raw image of size bytes, what
 // `qemu-img create -f raw` does, without needing qemu-img.
+// createSourceDisk makes the source's disk: a sparse copy of image grown
+// to size, or an empty image.
+func createSourceDisk(ctx context.Context, path, image string, size int64) error {
+	if image == "" {
+		return createRawImage(path, size)
+	}
+	if out, err := exec.CommandContext(ctx, "cp", "--sparse=always", "--reflink=auto", image, path).CombinedOutput(); err != nil {
+		return fmt.Errorf("lab: disk image %s: %v: %s", image, err, out)
+	}
+	if err := os.Truncate(path, size); err != nil {
+		return fmt.Errorf("lab: disk image %s: %w", path, err)
+	}
+	return nil
+}
+
 func createRawImage(path string, size int64) error {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {

@@ -5,10 +5,13 @@
 package scenarios
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -34,6 +37,12 @@ type DemoOptions struct {
 	// migration (by vmigrate on the QMP lab, by libvirt through vmigrate's
 	// tunnel on the libvirt lab).
 	DiskBytes int64
+	// DiskImage is a raw image the source's disk starts as (lab.Config).
+	DiskImage string
+	// CompareDisks, after a completed migration of a guest that does not
+	// write its disk, compares the source's image with the destination's
+	// byte for byte (DemoResult.DisksIdentical).
+	CompareDisks bool
 	// DiskCopyMode and DiskConvergeAfter are migrate.Options' (on the
 	// libvirt lab, write-blocking is libvirt's synchronous writes).
 	DiskCopyMode      string
@@ -87,6 +96,10 @@ type DemoResult struct {
 	// a disk and a disk workload).
 	BlocksChecked int64 `json:"blocks_checked,omitempty"`
 	BlocksWrong   int64 `json:"blocks_wrong,omitempty"`
+	// DisksIdentical: the destination's image equals the source's, byte
+	// for byte (CompareDisks); DiskDiffer says where they first differ.
+	DisksIdentical bool   `json:"disks_identical,omitempty"`
+	DiskDiffer     string `json:"disk_differ,omitempty"`
 	// Verified: the move completed and every page of the workload holds
 	// what the guest last wrote to it.
 	Verified bool `json:"verified"`
@@ -133,7 +146,7 @@ func Demo(ctx context.Context, o DemoOptions) (DemoResult, error) {
 	defer src.Close()
 	defer dst.Close()
 	var disks []string
-	if o.DiskBytes > 0 {
+	if l.SrcDisk != "" {
 		disks = []string{lab.DiskNode}
 	}
 	incoming, relayDir := l.IncomingURI, l.Dir
@@ -150,7 +163,80 @@ func Demo(ctx context.Context, o DemoOptions) (DemoResult, error) {
 	if err != nil {
 		return res, err
 	}
-	return res, checkGuest(ctx, l.Guest, l.GuestIP, before, &res)
+	if err := checkGuest(ctx, l.Guest, l.GuestIP, before, &res); err != nil {
+		return res, err
+	}
+	if o.CompareDisks && o.DiskBytes+fileSize(o.DiskImage) > 0 {
+		off, err := compareImages(l.SrcDisk, l.DstDisk)
+		switch {
+		case err != nil:
+			res.DiskDiffer = err.Error()
+		case off >= 0:
+			res.DiskDiffer = fmt.Sprintf("first differ at byte %d", off)
+		default:
+			res.DisksIdentical = true
+		}
+		if !res.DisksIdentical {
+			return res, fmt.Errorf("%w: the destination's disk image is not the source's: %s", ErrVerify, res.DiskDiffer)
+		}
+	}
+	return res, nil
+}
+
+func fileSize(p string) int64 {
+	if p == "" {
+		return 0
+	}
+	fi, err := os.Stat(p)
+	if err != nil {
+		return 0
+	}
+	return fi.Size()
+}
+
+// compareImages returns the first offset where two images differ, or -1.
+func compareImages(a, b string) (int64, error) {
+	fa, err := os.Open(a)
+	if err != nil {
+		return 0, err
+	}
+	defer fa.Close()
+	fb, err := os.Open(b)
+	if err != nil {
+		return 0, err
+	}
+	defer fb.Close()
+	ba, bb := make([]byte, 4<<20), make([]byte, 4<<20)
+	var off int64
+	for {
+		na, ea := io.ReadFull(fa, ba)
+		nb, eb := io.ReadFull(fb, bb)
+		n := min(na, nb)
+		if !bytes.Equal(ba[:n], bb[:n]) {
+			for i := range n {
+				if ba[i] != bb[i] {
+					return off + int64(i), nil
+				}
+			}
+		}
+		off += int64(n)
+		if na != nb {
+			return off, nil // one is longer
+		}
+		if ea != nil || eb != nil {
+			if ignoreEOF(ea) == nil && ignoreEOF(eb) == nil {
+				return -1, nil
+			}
+			return 0, errors.Join(ignoreEOF(ea), ignoreEOF(eb))
+		}
+	}
+}
+
+func ignoreEOF(err error) error {
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return nil
+	}
+	return err
 }
 
 // demoLibvirt is Demo on the libvirt lab.
@@ -211,7 +297,7 @@ func LibvirtLabOptions(l *lab.LibvirtLab, sock string) migrate.LibvirtOptions {
 func (o DemoOptions) labConfig() lab.Config {
 	return lab.Config{
 		Image: o.Image, MemBytes: o.MemBytes, Workload: o.Workload, Accel: o.Accel,
-		QEMU: o.QEMU, CacheDir: o.CacheDir, Log: o.Log, DiskBytes: o.DiskBytes,
+		QEMU: o.QEMU, CacheDir: o.CacheDir, Log: o.Log, DiskBytes: o.DiskBytes, DiskImage: o.DiskImage,
 	}
 }
 
