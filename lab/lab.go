@@ -75,6 +75,9 @@ type Config struct {
 	// sparse copy; DiskBytes, when 0, becomes its size), e.g. an OS image
 	// built by BuildOSImage. The destination's disk is still empty.
 	DiskImage string
+	// DstDiskDir, when set, is where the destination's image goes instead
+	// of the run directory (a small file system, to fill it).
+	DstDiskDir string
 }
 
 // Lab is a running source and destination.
@@ -212,6 +215,9 @@ func Up(ctx context.Context, cfg Config) (l *Lab, err error) {
 	dst.Incoming = true
 	if cfg.DiskBytes > 0 {
 		l.SrcDisk, l.DstDisk = filepath.Join(dir, "src-disk.img"), filepath.Join(dir, "dst-disk.img")
+		if cfg.DstDiskDir != "" {
+			l.DstDisk = filepath.Join(cfg.DstDiskDir, "dst-disk.img")
+		}
 		if err := createSourceDisk(ctx, l.SrcDisk, cfg.DiskImage, cfg.DiskBytes); err != nil {
 			return l, err
 		}

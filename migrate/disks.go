@@ -162,6 +162,7 @@ func (r *runner) switchDisks(ctx context.Context) error {
 // pause-before-switchover back. Best effort: what fails is logged.
 func (r *runner) abortDisks(ctx context.Context) {
 	if m := r.disks.mirror; m != nil && !r.disks.completed {
+		r.diskStats(ctx) // how far the mirrors got
 		if err := m.Abort(ctx); err != nil {
 			r.log.Warn("disks: abort the mirrors", zap.Error(err))
 		}

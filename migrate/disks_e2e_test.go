@@ -3,7 +3,10 @@ package migrate_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -25,10 +28,16 @@ const (
 
 func diskGuest(t *testing.T) *lab.Lab {
 	t.Helper()
+	return diskGuestWith(t, func(*lab.Config) {})
+}
+
+func diskGuestWith(t *testing.T, mod func(*lab.Config)) *lab.Lab {
+	t.Helper()
 	w := workload.Config{Name: workload.MemDirty, WSSBytes: wss, PagesPerSec: 2000, BytesPerPage: 8, HotFraction: 1, HotWeight: 1,
 		DiskWSSBytes: diskWSS, DiskWritesPerSec: 200}
 	cfg := labtest.Config(t, 256<<20, w)
 	cfg.DiskBytes = diskBytes
+	mod(&cfg)
 	return labtest.WaitPopulated(t, labtest.Start(t, cfg))
 }
 
@@ -112,13 +121,30 @@ func TestMigrateWithDiskCancelled(t *testing.T) {
 	labtest.IntactDisk(t, l, diskWSS/4096)
 }
 
-// The link cut during the mirror, and the destination QEMU killed after
-// the disks were in sync: each fails the migration, and the source runs on
-// with memory and disk intact and no mirror left.
+// smallFS mounts a tmpfs of size bytes for the test.
+func smallFS(t *testing.T, size int) string {
+	t.Helper()
+	dir := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", fmt.Sprintf("size=%d", size), "vmigrate-test", dir).CombinedOutput(); err != nil {
+		t.Fatalf("mount tmpfs: %v: %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", "-l", dir).Run() })
+	return dir
+}
+
+// The link cut during the mirror, the destination QEMU killed before the
+// disks were in sync and after, and the destination's file system full:
+// each fails the migration, and the source runs on with memory and disk
+// intact and no mirror left; the error names the partial target image.
 func TestMigrateWithDiskFaults(t *testing.T) {
-	for _, fault := range []string{"link cut during the mirror", "destination killed after ready"} {
+	faults := []string{"link cut during the mirror", "destination killed before ready", "destination killed after ready", "destination disk full"}
+	for _, fault := range faults {
 		t.Run(fault, func(t *testing.T) {
-			l := diskGuest(t)
+			l := diskGuestWith(t, func(c *lab.Config) {
+				if fault == "destination disk full" {
+					c.DstDiskDir = smallFS(t, 4<<20) // the guest's 16 MiB do not fit
+				}
+			})
 			o := diskOptions(t, l)
 			path := wanCodec(t)
 			o.Transport = path
@@ -128,6 +154,8 @@ func TestMigrateWithDiskFaults(t *testing.T) {
 				switch {
 				case fault == "link cut during the mirror" && p.Phase == migrate.PhaseMirror && p.TransferredBytes > 4<<20:
 					once.Do(func() { go path.Close() })
+				case fault == "destination killed before ready" && p.Phase == migrate.PhaseMirror && p.TransferredBytes > 2<<20:
+					once.Do(func() { go l.Dst.Kill() })
 				case fault == "destination killed after ready" && p.Phase == migrate.PhasePrecopy && p.TransferredBytes > 8<<20:
 					once.Do(func() { go l.Dst.Kill() })
 				}
@@ -140,6 +168,9 @@ func TestMigrateWithDiskFaults(t *testing.T) {
 				t.Fatalf("err %v: want a failure with the source running", err)
 			}
 			t.Logf("%s: %v; disks %+v", fault, err, res.Disks)
+			if !strings.Contains(err.Error(), "partial copy") || !strings.Contains(err.Error(), l.DstDisk) {
+				t.Errorf("the error does not name the partial target %s: %v", l.DstDisk, err)
+			}
 			cctx, ccancel := context.WithTimeout(context.Background(), time.Minute)
 			defer ccancel()
 			if jobs, err := o.Src.QueryBlockJobs(cctx); err != nil || len(jobs) != 0 {
