@@ -37,6 +37,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/vmigrate/vmigrate/blockcodec"
 	"github.com/vmigrate/vmigrate/qmp"
 )
 
@@ -87,6 +88,9 @@ type DiskStats struct {
 	// SentBytes went into the tunnel's channel of the disk (0 when the
 	// mirror connected to the destination directly).
 	SentBytes int64 `json:"sent_bytes,omitempty"`
+	// Codec counts the blocks the tunnel's block codec sent for the disk,
+	// by kind (zero, reference, LZ4, DEFLATE, raw); nil without it.
+	Codec *blockcodec.Stats `json:"codec,omitempty"`
 	// Target is the destination's image, as its QEMU names it.
 	Target   string `json:"target,omitempty"`
 	CopyMode string `json:"copy_mode"`

@@ -73,6 +73,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			wanlinkCommand(),
 			tunnelCommand(),
 			diskCommand(),
+			indexCommand(),
 		},
 		ExitErrHandler: func(*cli.Context, error) {}, // Main maps errors to codes
 	}

@@ -89,6 +89,7 @@ intact, prints a report and tears everything down. Needs root.`,
 			res, err := scenarios.Demo(e.ctx, scenarios.DemoOptions{
 				Image: cfg.Image, MemBytes: cfg.MemBytes, Workload: cfg.Workload, Accel: cfg.Accel,
 				CacheDir: cfg.CacheDir, QEMU: cfg.QEMU, Progress: prog.update, Log: e.log, DiskBytes: cfg.DiskBytes,
+				DiskImage: cfg.DiskImage, CompareDisks: cfg.Workload.DiskWSSBytes == 0,
 				AllowUnsafeTCG: c.Bool("allow-unsafe-tcg"), Transport: transport, Path: path,
 				Direct: c.Bool("direct"), Parameters: params, Policy: policy, Libvirt: c.Bool("libvirt"),
 				Virsh: c.Bool("virsh"), Link: link, VirshTimeout: c.Duration("max-time"),

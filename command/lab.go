@@ -22,6 +22,7 @@ func guestFlags() []cli.Flag {
 		&cli.StringFlag{Name: "accel", Value: "auto", Usage: "auto (KVM only if the guest really boots under it), kvm or tcg"},
 		&cli.StringFlag{Name: "qemu", Usage: "QEMU binary (default: the system's; for a TCG lab on QEMU < 9.0, the QEMU 10.0 that make deps unpacks)"},
 		&cli.StringFlag{Name: "disk-size", Usage: "give the guest a raw disk of this size (e.g. 2G), node vda; the demo mirrors it with the migration; memdirty's disk=SIZE,diskrate=N write to it"},
+		&cli.StringFlag{Name: "disk-image", Usage: "the guest's disk starts as a copy of this raw image (e.g. one of vmigrate lab osimage); --disk-size, when given, grows it"},
 	}
 }
 
@@ -63,12 +64,24 @@ func labConfig(c *cli.Context, build bool) (lab.Config, error) {
 			return lab.Config{}, withCode(ExitUsage, fmt.Errorf("--disk-size %q: want a size of at least 1M, a multiple of 4K", v))
 		}
 	}
+	image := c.String("disk-image")
+	if image != "" {
+		fi, err := os.Stat(image)
+		if err != nil || !fi.Mode().IsRegular() {
+			return lab.Config{}, withCode(ExitUsage, fmt.Errorf("--disk-image %q: want a raw image file (%v)", image, err))
+		}
+		size := (fi.Size() + 4095) &^ 4095
+		if disk != 0 && disk < size {
+			return lab.Config{}, withCode(ExitUsage, fmt.Errorf("--disk-size %s is smaller than --disk-image (%d bytes)", c.String("disk-size"), fi.Size()))
+		}
+		disk = max(disk, size)
+	}
 	if w.DiskWSSBytes > 0 && w.DiskWSSBytes > disk {
 		return lab.Config{}, withCode(ExitUsage, fmt.Errorf("--workload disk=%d bytes needs a --disk-size at least as large", w.DiskWSSBytes))
 	}
 	return lab.Config{
 		Image: img, MemBytes: mem, Workload: w, Accel: c.String("accel"),
-		QEMU: c.String("qemu"), CacheDir: cacheDir(c), Log: e.log, DiskBytes: disk,
+		QEMU: c.String("qemu"), CacheDir: cacheDir(c), Log: e.log, DiskBytes: disk, DiskImage: image,
 	}, nil
 }
 

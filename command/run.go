@@ -122,6 +122,9 @@ the source could not be confirmed running.`,
 				Disks: disks, NBDSocket: nbd, DiskCopyMode: c.String("disk-copy-mode"), DiskConvergeAfter: c.Duration("disk-converge-after"),
 			})
 			prog.done()
+			if err == nil {
+				learnImages(e, transport, res.Disks)
+			}
 			if c.Bool("json") {
 				if jerr := writeJSON(e.stdout, res); jerr != nil {
 					return jerr
@@ -139,6 +142,9 @@ func diskModeFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "disk-copy-mode", Value: "background", Usage: "disks: background, or write-blocking (guest writes wait until copied: converges whatever the write rate)"},
 		&cli.DurationFlag{Name: "disk-converge-after", Value: 30 * time.Second, Usage: "disks: a background mirror not in sync after this long turns write-blocking (QEMU 8.2+; 0: never)"},
+		&cli.StringFlag{Name: "disk-codec", Value: "on", Usage: "disks: the tunnel's block codec on each disk channel (zero, reference to a block the destination holds, LZ4/DEFLATE, raw): on|off"},
+		&cli.StringFlag{Name: "disk-block-size", Value: "64K", Usage: "disks: the block codec's compression unit, a power of two from 4K to 1M"},
+		&cli.StringFlag{Name: "disk-index", Usage: "disks: the destination's neighbour index (vmigrate index build), when the dest end runs here; the migrated images are added to it (with --tunnel-peer, give it to vmigrate tunnel dest)"},
 	}
 }
 

@@ -6,6 +6,9 @@ import (
 	"github.com/urfave/cli/v2"
 	"go.uber.org/zap"
 
+	"github.com/vmigrate/vmigrate/blockcodec"
+	"github.com/vmigrate/vmigrate/blockindex"
+	"github.com/vmigrate/vmigrate/blockmirror"
 	"github.com/vmigrate/vmigrate/guest/workload"
 	"github.com/vmigrate/vmigrate/migrate"
 	"github.com/vmigrate/vmigrate/pagecodec"
@@ -179,6 +182,9 @@ func wanTransport(c *cli.Context, e *env, dir string) (migrate.Transport, string
 	if codec != nil {
 		cfg.Codec = codec // not a typed nil in the interface
 	}
+	if cfg.DiskCodec, cfg.DiskIndex, err = diskCodecFlags(c, e, peer != ""); err != nil {
+		return nil, "", err
+	}
 	switch {
 	case peer != "" && !given:
 		return nil, "", withCode(ExitUsage, fmt.Errorf("--tunnel-peer needs --psk-file, --tls-ca/--tls-cert/--tls-key or --insecure"))
@@ -202,9 +208,91 @@ func wanTransport(c *cli.Context, e *env, dir string) (migrate.Transport, string
 	if codec != nil {
 		desc += " with the page codec"
 	}
+	if cfg.DiskCodec != nil && diskAsked(c) {
+		desc += ", the block codec"
+		if cfg.DiskIndex != nil {
+			desc += " and a neighbour index"
+		}
+	}
 	if link != nil {
 		desc += " over an emulated " + link.String() + " link"
 	}
 	e.log.Debug("migration path", zap.String("path", desc))
 	return p, desc, nil
+}
+
+// diskAsked says whether the command moves disks.
+func diskAsked(c *cli.Context) bool {
+	return len(c.StringSlice("disk")) > 0 || c.String("disk-size") != "" || c.String("disk-image") != ""
+}
+
+// diskCodecFlags reads --disk-codec, --disk-block-size and --disk-index:
+// the block codec's configuration (nil when off) and the destination's
+// index, opened (nil without one). remote: the dest end runs elsewhere.
+func diskCodecFlags(c *cli.Context, e *env, remote bool) (*blockcodec.Config, blockcodec.Neighbours, error) {
+	switch c.String("disk-codec") {
+	case "off":
+		for _, f := range []string{"disk-block-size", "disk-index"} {
+			if c.IsSet(f) {
+				return nil, nil, withCode(ExitUsage, fmt.Errorf("--%s needs --disk-codec on", f))
+			}
+		}
+		return nil, nil, nil
+	case "on", "": // commands without disk flags read ""
+	default:
+		return nil, nil, withCode(ExitUsage, fmt.Errorf("--disk-codec %q: want on or off", c.String("disk-codec")))
+	}
+	cfg := blockcodec.Config{BlockSize: blockcodec.DefaultBlockSize, Deflate: c.String("codec-effort") == "max", Log: e.log.Named("blockcodec")}
+	if v := c.String("disk-block-size"); v != "" {
+		n, err := workload.ParseSize(v)
+		if err != nil {
+			return nil, nil, withCode(ExitUsage, fmt.Errorf("--disk-block-size %q: %w", v, err))
+		}
+		cfg.BlockSize = int(n)
+	}
+	if _, err := blockcodec.New(cfg); err != nil {
+		return nil, nil, withCode(ExitUsage, fmt.Errorf("--disk-block-size: %w", err))
+	}
+	path := c.String("disk-index")
+	if path == "" {
+		return &cfg, nil, nil
+	}
+	if remote {
+		return nil, nil, withCode(ExitUsage, fmt.Errorf("--disk-index is the dest end's: give it to vmigrate tunnel dest on %s", c.String("tunnel-peer")))
+	}
+	idx, err := blockindex.Open(path)
+	if err != nil {
+		return nil, nil, withCode(ExitUsage, fmt.Errorf("--disk-index: %w", err))
+	}
+	for _, st := range idx.Check() {
+		e.log.Warn("neighbour index: image left out", zap.String("image", st.Path), zap.String("why", st.Reason))
+	}
+	return &cfg, idx, nil
+}
+
+// learnImages adds the images a completed migration wrote to the
+// destination's neighbour index, when a dest end here used one: the next
+// migration of a sibling finds their blocks. A failure is logged: the
+// migration itself succeeded.
+func learnImages(e *env, t migrate.Transport, disks []blockmirror.DiskStats) {
+	p, ok := t.(*wanpath.Path)
+	if !ok {
+		return
+	}
+	idx, ok := p.DiskIndex().(*blockindex.Index)
+	if !ok {
+		return
+	}
+	for _, d := range disks {
+		if d.Target == "" {
+			continue
+		}
+		if err := idx.Add(e.ctx, d.Target); err != nil {
+			e.log.Warn("neighbour index: add the migrated image", zap.String("image", d.Target), zap.Error(err))
+			return
+		}
+	}
+	if err := idx.Save(); err != nil {
+		e.log.Warn("neighbour index: save", zap.String("index", idx.Path()), zap.Error(err))
+	}
 }

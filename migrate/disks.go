@@ -16,6 +16,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/vmigrate/vmigrate/blockcodec"
 	"github.com/vmigrate/vmigrate/blockmirror"
 	"github.com/vmigrate/vmigrate/qmp"
 )
@@ -25,6 +26,12 @@ import (
 type diskCarrier interface {
 	CarryDisk(name, listen, forward string) (string, error)
 	ChannelBytes(name string) int64
+}
+
+// diskCodecCounter is a Transport whose disk channels may pass through the
+// block codec (wanpath.Path).
+type diskCodecCounter interface {
+	DiskCodecStats(name string) *blockcodec.Stats
 }
 
 // diskChannel names the tunnel channel of a disk.
@@ -125,6 +132,9 @@ func (r *runner) diskStats(ctx context.Context) {
 	for i := range st {
 		if carried {
 			st[i].SentBytes = c.ChannelBytes(diskChannel(st[i].Disk))
+		}
+		if cs, ok := r.transport.(diskCodecCounter); ok {
+			st[i].Codec = cs.DiskCodecStats(diskChannel(st[i].Disk))
 		}
 		for _, t := range r.disks.targets {
 			if t.Node == st[i].Disk {

@@ -79,6 +79,14 @@ func TestMigrateWithDisk(t *testing.T) {
 	if len(res.Disks) != 1 || res.Disks[0].ReadyMS <= 0 || res.Disks[0].Bytes < diskBytes || res.Disks[0].SentBytes < diskWSS {
 		t.Errorf("disk figures %+v: want vda in sync, at least %d bytes through its channel", res.Disks, diskWSS)
 	}
+	if len(res.Disks) == 1 {
+		c := res.Disks[0].Codec
+		if c == nil || c.Writes == 0 || c.PayloadBytes < diskWSS || c.EncodedBytes > res.Disks[0].SentBytes {
+			t.Errorf("block codec figures %+v: want every write through it", c)
+		} else {
+			t.Logf("block codec: %d writes, %d payload bytes, encoded %d; zero %+v ref %+v lz4 %+v raw %+v", c.Writes, c.PayloadBytes, c.EncodedBytes, c.Zero, c.Ref, c.LZ4, c.Raw)
+		}
+	}
 	if len(res.Disks) == 1 && res.Disks[0].CopyMode != "write-blocking" {
 		t.Errorf("copy mode %s, want the switch to write-blocking", res.Disks[0].CopyMode)
 	}

@@ -546,6 +546,9 @@ func (r *virtRunner) absorb(j *libvirt.DomainJobInfo) *qmp.RAMStats {
 		if c, ok := r.transport.(diskCarrier); ok {
 			d.SentBytes = c.ChannelBytes(diskChannel("all"))
 		}
+		if cs, ok := r.transport.(diskCodecCounter); ok {
+			d.Codec = cs.DiskCodecStats(diskChannel("all"))
+		}
 		r.res.Disks = []blockmirror.DiskStats{d}
 		r.log.Debug("libvirt disk copy", zap.Int64("total", d.Bytes), zap.Int64("done", d.Done), zap.Int64("sent", d.SentBytes))
 	}

@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap/zaptest"
 	"libvirt.org/go/libvirt"
 
+	"github.com/vmigrate/vmigrate/blockcodec"
 	"github.com/vmigrate/vmigrate/guest/workload"
 	"github.com/vmigrate/vmigrate/lab"
 	"github.com/vmigrate/vmigrate/lab/labtest"
@@ -55,7 +56,7 @@ func wanCodec(t *testing.T) *wanpath.Path {
 	rand.Read(k)
 	link := wanlink.Config{Bandwidth: 100e6, RTT: 50 * time.Millisecond}
 	p, err := wanpath.New(wanpath.Config{Dir: t.TempDir(), Link: &link, Tunnel: tunnel.Config{PSK: k}, DestTunnel: tunnel.Config{PSK: k},
-		Codec: pagecodec.New(pagecodec.Config{}), Log: zaptest.NewLogger(t)})
+		Codec: pagecodec.New(pagecodec.Config{}), DiskCodec: &blockcodec.Config{}, Log: zaptest.NewLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

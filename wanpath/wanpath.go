@@ -20,10 +20,12 @@ import (
 	"fmt"
 	"net"
 	"path/filepath"
+	"strings"
 	"sync"
 
 	"go.uber.org/zap"
 
+	"github.com/vmigrate/vmigrate/blockcodec"
 	"github.com/vmigrate/vmigrate/pagecodec"
 	"github.com/vmigrate/vmigrate/tunnel"
 	"github.com/vmigrate/vmigrate/wanlink"
@@ -50,7 +52,14 @@ type Config struct {
 	// Codec, if set, encodes the stream at the source end and decodes it
 	// at the dest end (a remote dest end must have it too).
 	Codec Codec
-	Log   *zap.Logger
+	// DiskCodec, if set, encodes every disk channel (CarryDisk) with the
+	// block codec: each disk gets a codec of its own at the source end
+	// (its counters are that disk's), and a dest end in this process
+	// decodes with DiskIndex as the blocks it already holds. A remote dest
+	// end must run the block codec too.
+	DiskCodec *blockcodec.Config
+	DiskIndex blockcodec.Neighbours
+	Log       *zap.Logger
 }
 
 // Codec is a stream codec that counts what it did (*pagecodec.Codec).
@@ -65,12 +74,13 @@ type Path struct {
 	// disks are extra channels, one per disk (CarryDisk), relayed as they are.
 	disks []diskChannel
 
-	cancel  context.CancelFunc
-	dest    *tunnel.Dest
-	link    *wanlink.Link
-	linkErr chan error
-	src     *tunnel.Source
-	once    sync.Once
+	cancel   context.CancelFunc
+	dest     *tunnel.Dest
+	destDisk *blockcodec.Codec // the block codec of a dest end in this process
+	link     *wanlink.Link
+	linkErr  chan error
+	src      *tunnel.Source
+	once     sync.Once
 }
 
 // New checks cfg; Open builds the path.
@@ -107,16 +117,29 @@ func WindowFor(link wanlink.Config) int {
 	return int(min(max(w, tunnel.DefaultWindow), tunnel.MaxWindow))
 }
 
-type diskChannel struct{ name, sock, forward string }
+type diskChannel struct {
+	name, sock, forward string
+	codec               *blockcodec.Codec // nil: the bytes pass as they are
+}
 
 // CarryDisk adds a channel named name for a disk's NBD traffic, to be
 // called before Open: the source end listens on listen (empty: a socket
 // of its own, returned) and a dest end in this process forwards to
 // forward (unix:PATH). A remote dest end must know the channel's name.
-// The bytes pass as they are (no codec).
+// The bytes pass through the block codec (Config.DiskCodec) or as they are.
 func (p *Path) CarryDisk(name, listen, forward string) (string, error) {
 	if p.src != nil {
 		return "", errors.New("wanpath: CarryDisk after Open")
+	}
+	var codec *blockcodec.Codec
+	if p.cfg.DiskCodec != nil {
+		cfg := *p.cfg.DiskCodec
+		cfg.Index = nil // the source end only learns what the dest end holds
+		c, err := blockcodec.New(cfg)
+		if err != nil {
+			return "", fmt.Errorf("wanpath: %w", err)
+		}
+		codec = c
 	}
 	dir := p.cfg.Dir
 	if dir == "" {
@@ -126,7 +149,7 @@ func (p *Path) CarryDisk(name, listen, forward string) (string, error) {
 	if sock == "" {
 		sock = filepath.Join(dir, fmt.Sprintf("disk%d.sock", len(p.disks)))
 	}
-	p.disks = append(p.disks, diskChannel{name: name, sock: sock, forward: forward})
+	p.disks = append(p.disks, diskChannel{name: name, sock: sock, forward: forward, codec: codec})
 	return sock, nil
 }
 
@@ -157,6 +180,17 @@ func (p *Path) Open(ctx context.Context, incomingURI string) (string, error) {
 		}
 		if p.cfg.Codec != nil {
 			dcfg.Codecs = []tunnel.StreamCodec{p.cfg.Codec}
+		}
+		if p.cfg.DiskCodec != nil {
+			cfg := *p.cfg.DiskCodec
+			cfg.Index = p.cfg.DiskIndex
+			c, err := blockcodec.New(cfg)
+			if err != nil {
+				p.Close()
+				return "", fmt.Errorf("wanpath: %w", err)
+			}
+			p.destDisk = c
+			dcfg.Codecs = append(dcfg.Codecs, c)
 		}
 		dest, err := tunnel.StartDest(life, dcfg)
 		if err != nil {
@@ -196,7 +230,11 @@ func (p *Path) Open(ctx context.Context, incomingURI string) (string, error) {
 	}
 	ports := []tunnel.Port{port}
 	for _, d := range p.disks {
-		ports = append(ports, tunnel.Port{Name: d.name, Addr: "unix:" + d.sock})
+		port := tunnel.Port{Name: d.name, Addr: "unix:" + d.sock}
+		if d.codec != nil {
+			port.Codec = d.codec
+		}
+		ports = append(ports, port)
 	}
 	src, err := tunnel.StartSource(life, tunnel.SourceConfig{
 		Ports: ports,
@@ -238,11 +276,23 @@ func (p *Path) ChannelBytes(name string) int64 {
 	}
 	var n int64
 	for _, r := range p.src.Stats().Relays {
-		if r.Name == name {
+		if r.Name == name || strings.HasPrefix(r.Name, name+"+") { // with its codec's name
 			n += r.ToPeer
 		}
 	}
 	return n
+}
+
+// DiskCodecStats are the block codec's counters for the disk channel
+// named name (the source end's), or nil without a codec.
+func (p *Path) DiskCodecStats(name string) *blockcodec.Stats {
+	for _, d := range p.disks {
+		if d.name == name && d.codec != nil {
+			st := d.codec.Stats()
+			return &st
+		}
+	}
+	return nil
 }
 
 // CodecStats are the codec's counters, or nil without one.
@@ -278,7 +328,8 @@ func (p *Path) Err() error {
 		}
 		for _, err := range errs {
 			var ce *pagecodec.CorruptError
-			if errors.As(err, &ce) {
+			var be *blockcodec.CorruptError
+			if errors.As(err, &ce) || errors.As(err, &be) {
 				return err
 			}
 			if first == nil {
@@ -313,3 +364,6 @@ func (p *Path) Close() error {
 	})
 	return nil
 }
+
+// DiskIndex is the neighbour index a dest end in this process uses, or nil.
+func (p *Path) DiskIndex() blockcodec.Neighbours { return p.cfg.DiskIndex }
