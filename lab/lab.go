@@ -260,8 +260,6 @@ func Up(ctx context.Context, cfg Config) (l *Lab, err error) {
 	return l, nil
 }
 
-// createRawImage creates a sparse raw image of size bytes, what
-// `qemu-img create -f raw` does, without needing qemu-img.
 // createSourceDisk makes the source's disk: a sparse copy of image grown
 // to size, or an empty image.
 func createSourceDisk(ctx context.Context, path, image string, size int64) error {
@@ -277,6 +275,8 @@ func createSourceDisk(ctx context.Context, path, image string, size int64) error
 	return nil
 }
 
+// createRawImage creates a sparse raw image of size bytes, what
+// `qemu-img create -f raw` does, without needing qemu-img.
 func createRawImage(path string, size int64) error {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
