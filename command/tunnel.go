@@ -10,6 +10,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/vmigrate/vmigrate/blockcodec"
 	"github.com/vmigrate/vmigrate/guest/workload"
 	"github.com/vmigrate/vmigrate/pagecodec"
 	"github.com/vmigrate/vmigrate/tunnel"
@@ -79,6 +80,7 @@ or with certificates from one CA (certs). The protocol: tunnel/PROTOCOL.md.
 					&cli.StringFlag{Name: "forward-nbd", Usage: "where disk channels go: the destination's NBD server, unix:PATH (for run --domain --disk: nbd.sock beside the migration socket)"},
 					&cli.StringFlag{Name: "codec-max-cache", Value: "16G", Usage: "the largest page cache a source may ask this end to keep per stream"},
 					&cli.StringFlag{Name: "codec-seed", Usage: "keep the pages of the last stream received in this file and offer them to the next one (a retried or repeated migration sends them as references)"},
+					&cli.StringFlag{Name: "disk-index", Usage: "the neighbour index of the disk images on this host (vmigrate index build): disk blocks it holds cross the link as references; re-read when the file changes, images changed since they were hashed are left out"},
 				}, auth()...),
 				Action: func(c *cli.Context) error {
 					e := getEnv(c)
@@ -92,10 +94,25 @@ or with certificates from one CA (certs). The protocol: tunnel/PROTOCOL.md.
 					}
 					codec := pagecodec.New(pagecodec.Config{MaxCacheBytes: int64(maxCache), SeedFile: c.String("codec-seed")})
 					defer codec.Close() // waits for the seed file
+					// The block codec is always there: a source with
+					// --disk-codec on needs it, with or without an index.
+					bcfg := blockcodec.Config{Log: e.log.Named("blockcodec")}
+					if p := c.String("disk-index"); p != "" {
+						idx, err := openLiveIndex(p, e.log.Named("index"))
+						if err != nil {
+							return withCode(ExitUsage, fmt.Errorf("--disk-index: %w", err))
+						}
+						defer idx.Close()
+						bcfg.Index = idx
+					}
+					disks, err := blockcodec.New(bcfg)
+					if err != nil {
+						return withCode(ExitUsage, fmt.Errorf("--disk-index: %w", err))
+					}
 					fmt.Fprintf(e.stdout, "tunnel dest: %s -> %s\n", c.String("listen"), c.String("forward"))
 					return tunnel.RunDest(e.ctx, tunnel.DestConfig{
 						Listen:  c.String("listen"),
-						Codecs:  []tunnel.StreamCodec{codec},
+						Codecs:  []tunnel.StreamCodec{codec, disks},
 						Forward: destForward(c.String("forward"), c.String("forward-nbd")),
 						Tunnel:  cfg, Logger: e.log,
 					})
