@@ -6,6 +6,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -27,7 +28,7 @@ images (qcow2 images are skipped: convert them with qemu-img convert -O raw).
 
   vmigrate index build --out /var/lib/vmigrate/neighbours.idx /var/lib/libvirt/images
   vmigrate index show /var/lib/vmigrate/neighbours.idx
-  vmigrate index lookup /var/lib/vmigrate/neighbours.idx --image incoming.img
+  vmigrate index lookup --image incoming.img /var/lib/vmigrate/neighbours.idx
   vmigrate index similarity --block-sizes 512,4K,16K,64K debian-a.img debian-b.img`,
 		Subcommands: []*cli.Command{
 			{
@@ -81,6 +82,9 @@ memory per TiB of images, and the hashing rate. Nothing is written.`,
 
 func indexBuild(c *cli.Context) error {
 	e := getEnv(c)
+	if err := flagsFirst(c); err != nil {
+		return err
+	}
 	bs, err := parseBlockSize(c.String("block-size"))
 	if err != nil {
 		return withCode(ExitUsage, fmt.Errorf("--block-size: %w", err))
@@ -91,7 +95,7 @@ func indexBuild(c *cli.Context) error {
 	_, statErr := os.Stat(out)
 	switch {
 	case statErr == nil:
-		x, err = blockindex.Open(out)
+		x, err = openIndex(out)
 		if err != nil {
 			return withCode(ExitUsage, err)
 		}
@@ -102,15 +106,37 @@ func indexBuild(c *cli.Context) error {
 		if c.IsSet("match") {
 			return withCode(ExitUsage, fmt.Errorf("--match: %s keeps the glob it was built with", out))
 		}
+		// A root named now must be usable, as for a new index (Update
+		// skips roots that vanished since they were added, and would keep
+		// a mistyped one for good).
+		named := make(map[string]bool)
+		for _, a := range c.Args().Slice() {
+			p, err := filepath.Abs(a)
+			if err == nil {
+				_, err = os.Stat(p)
+			}
+			if err != nil {
+				return withCode(ExitUsage, fmt.Errorf("index build: %w", err))
+			}
+			named[p] = true
+		}
 		if err := x.AddRoots(c.Args().Slice()...); err != nil {
 			return withCode(ExitUsage, err)
 		}
 		if up, err = x.Update(e.ctx); err != nil {
 			return err
 		}
+		for _, s := range up.Skipped {
+			if named[s.Path] {
+				return withCode(ExitUsage, fmt.Errorf("index build: %s", s.Reason))
+			}
+		}
 	case errors.Is(statErr, fs.ErrNotExist):
 		if c.NArg() == 0 {
 			return withCode(ExitUsage, errors.New("index build: name the directories or images to index"))
+		}
+		if _, err := os.Stat(filepath.Dir(out)); err != nil {
+			return withCode(ExitUsage, fmt.Errorf("--out: %w", err))
 		}
 		x, up, err = blockindex.Build(e.ctx, out, bs, c.Args().Slice(), blockindex.Options{Match: c.String("match")})
 		if err != nil {
@@ -142,10 +168,13 @@ func indexBuild(c *cli.Context) error {
 
 func indexShow(c *cli.Context) error {
 	e := getEnv(c)
+	if err := flagsFirst(c); err != nil {
+		return err
+	}
 	if c.NArg() != 1 {
 		return withCode(ExitUsage, errors.New("index show: name one index file"))
 	}
-	x, err := blockindex.Open(c.Args().First())
+	x, err := openIndex(c.Args().First())
 	if err != nil {
 		return withCode(ExitUsage, err)
 	}
@@ -183,6 +212,9 @@ func indexShow(c *cli.Context) error {
 
 func indexLookup(c *cli.Context) error {
 	e := getEnv(c)
+	if err := flagsFirst(c); err != nil {
+		return err
+	}
 	if c.NArg() < 1 {
 		return withCode(ExitUsage, errors.New("index lookup: name the index file"))
 	}
@@ -190,7 +222,7 @@ func indexLookup(c *cli.Context) error {
 	if len(imgs) == 0 {
 		return withCode(ExitUsage, errors.New("index lookup: name an image with --image"))
 	}
-	x, err := blockindex.Open(c.Args().First())
+	x, err := openIndex(c.Args().First())
 	if err != nil {
 		return withCode(ExitUsage, err)
 	}
@@ -216,6 +248,9 @@ func indexLookup(c *cli.Context) error {
 
 func indexSimilarity(c *cli.Context) error {
 	e := getEnv(c)
+	if err := flagsFirst(c); err != nil {
+		return err
+	}
 	if c.NArg() < 2 {
 		return withCode(ExitUsage, errors.New("index similarity: name BASE... and TARGET"))
 	}
@@ -254,9 +289,30 @@ func parseBlockSize(s string) (int, error) {
 		return 0, err
 	}
 	if n > 1<<20 {
-		return 0, blockindex.ValidBlockSize(1 << 21)
+		return 0, fmt.Errorf("block size %s: want a power of two from 512 to 1M", s)
 	}
 	return int(n), blockindex.ValidBlockSize(int(n))
+}
+
+// flagsFirst refuses an argument that looks like a flag: urfave/cli reads
+// flags only before the first argument, so one after it would be taken for
+// a file name.
+func flagsFirst(c *cli.Context) error {
+	for _, a := range c.Args().Slice() {
+		if strings.HasPrefix(a, "-") {
+			return withCode(ExitUsage, fmt.Errorf("index %s: %s: flags go before the arguments", c.Command.Name, a))
+		}
+	}
+	return nil
+}
+
+// openIndex opens an index file (blockindex.Open would call a directory
+// a corrupt index).
+func openIndex(path string) (*blockindex.Index, error) {
+	if fi, err := os.Stat(path); err == nil && fi.IsDir() {
+		return nil, fmt.Errorf("open index %s: is a directory", path)
+	}
+	return blockindex.Open(path)
 }
 
 func printIndexStats(w io.Writer, st blockindex.Stats) {
