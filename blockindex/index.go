@@ -106,6 +106,15 @@ type StaleImage struct {
 	Excluded bool `json:"excluded"`
 }
 
+// DefaultBlockSize is the block size vmigrate index build uses. Files in
+// ext4 (and xfs, btrfs) images start at 4 KiB boundaries, so two images
+// of one OS share their files' 4 KiB blocks wherever the files sit, but a
+// larger block is shared only where both images happen to place a file at
+// the same offset modulo that size: measured on the lab's OS images, 91 %
+// of one image's data is in the other at 4 KiB, 5 % at 16 KiB, 4 % at
+// 64 KiB; 512 bytes finds 92 % for 8 times the memory (docs/disks.md).
+const DefaultBlockSize = 4096
+
 // ValidBlockSize checks that bs is a power of two from 512 to 1 MiB.
 func ValidBlockSize(bs int) error {
 	if bs < 512 || bs > 1<<20 || bs&(bs-1) != 0 {

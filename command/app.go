@@ -74,6 +74,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			tunnelCommand(),
 			diskCommand(),
 			indexCommand(),
+			scenarioCommand(),
 		},
 		ExitErrHandler: func(*cli.Context, error) {}, // Main maps errors to codes
 	}

@@ -129,9 +129,24 @@ func printDemo(w io.Writer, r scenarios.DemoResult) {
 	printResult(w, r.Result)
 	fmt.Fprintf(w, "guest       same address %v, same boot %v, pages checked %d, wrong %d\n",
 		r.SameAddress, r.SameBoot, r.PagesChecked, r.PagesWrong)
+	if r.BlocksChecked > 0 || r.DisksIdentical || r.DiskDiffer != "" || r.SourceDiskUntouched {
+		fmt.Fprintf(w, "disk        blocks checked %d, wrong %d", r.BlocksChecked, r.BlocksWrong)
+		if r.DisksIdentical {
+			fmt.Fprint(w, "; the destination's image equals the source's")
+		} else if r.DiskDiffer != "" {
+			fmt.Fprintf(w, "; the destination's image differs: %s", r.DiskDiffer)
+		}
+		if r.SourceDiskUntouched {
+			fmt.Fprint(w, "; the source's image is unchanged outside the workload's blocks")
+		}
+		fmt.Fprintln(w)
+	}
 	verdict := "FAILED"
 	if r.Verified {
 		verdict = "OK: the VM runs on the destination with its memory intact"
+		if r.BlocksChecked > 0 || r.DisksIdentical {
+			verdict = "OK: the VM runs on the destination with its memory and disk intact"
+		}
 	}
 	fmt.Fprintf(w, "verified    %s\n", verdict)
 }

@@ -100,6 +100,10 @@ type DemoResult struct {
 	// for byte (CompareDisks); DiskDiffer says where they first differ.
 	DisksIdentical bool   `json:"disks_identical,omitempty"`
 	DiskDiffer     string `json:"disk_differ,omitempty"`
+	// SourceDiskUntouched: with a DiskImage and a workload that writes
+	// the disk, the source's image still equals DiskImage past the
+	// workload's disk working set: the migration wrote nothing to it.
+	SourceDiskUntouched bool `json:"source_disk_untouched,omitempty"`
 	// Verified: the move completed and every page of the workload holds
 	// what the guest last wrote to it.
 	Verified bool `json:"verified"`
@@ -180,6 +184,13 @@ func Demo(ctx context.Context, o DemoOptions) (DemoResult, error) {
 			return res, fmt.Errorf("%w: the destination's disk image is not the source's: %s", ErrVerify, res.DiskDiffer)
 		}
 	}
+	if o.DiskImage != "" && o.Workload.DiskWSSBytes > 0 {
+		off, err := compareImagesFrom(l.SrcDisk, o.DiskImage, o.Workload.DiskWSSBytes)
+		if err != nil || off >= 0 {
+			return res, fmt.Errorf("%w: the source's disk changed outside the workload's working set (byte %d, %v)", ErrVerify, off, err)
+		}
+		res.SourceDiskUntouched = true
+	}
 	return res, nil
 }
 
@@ -195,7 +206,10 @@ func fileSize(p string) int64 {
 }
 
 // compareImages returns the first offset where two images differ, or -1.
-func compareImages(a, b string) (int64, error) {
+func compareImages(a, b string) (int64, error) { return compareImagesFrom(a, b, 0) }
+
+// compareImagesFrom compares two images from byte from on.
+func compareImagesFrom(a, b string, from int64) (int64, error) {
 	fa, err := os.Open(a)
 	if err != nil {
 		return 0, err
@@ -206,8 +220,13 @@ func compareImages(a, b string) (int64, error) {
 		return 0, err
 	}
 	defer fb.Close()
+	for _, f := range []*os.File{fa, fb} {
+		if _, err := f.Seek(from, io.SeekStart); err != nil {
+			return 0, err
+		}
+	}
 	ba, bb := make([]byte, 4<<20), make([]byte, 4<<20)
-	var off int64
+	off := from
 	for {
 		na, ea := io.ReadFull(fa, ba)
 		nb, eb := io.ReadFull(fb, bb)

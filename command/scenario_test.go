@@ -1,0 +1,81 @@
+package command
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/vmigrate/vmigrate/lab/labtest"
+	"github.com/vmigrate/vmigrate/scenarios"
+)
+
+// A short Lai run (one repeat, plain and index, a fast link) writes its
+// JSON and markdown, each run verified with identical disks, and the
+// index sends far fewer bytes than plain.
+func TestScenarioLai(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the lab twice with a 2 GiB disk")
+	}
+	labtest.Image(t)
+	out := t.TempDir()
+	code, stdout, stderr := vmigrate(t, "scenario", "lai", "--repeat", "1", "--modes", "plain,index", "--mem", "256M",
+		"--wan-bandwidth", "1gbit", "--wan-rtt", "2ms", "--accel", "tcg", "--out", out)
+	if code != ExitOK {
+		t.Fatalf("scenario lai: exit %d: %s", code, stderr)
+	}
+	var res scenarios.LaiResult
+	b, err := os.ReadFile(filepath.Join(out, "lai.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &res); err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Runs) != 2 || len(res.Rows) != 2 {
+		t.Fatalf("%d runs, %d rows", len(res.Runs), len(res.Rows))
+	}
+	for _, r := range res.Runs {
+		if r.Error != "" || !r.Verified || !r.DisksIdentical {
+			t.Errorf("%s run: error %q, verified %v, disks identical %v", r.Mode, r.Error, r.Verified, r.DisksIdentical)
+		}
+	}
+	plain, index := res.Rows[0], res.Rows[1]
+	if index.DiskWireBytes*5 > plain.DiskWireBytes || index.BytesCut < 0.5 {
+		t.Errorf("disk channel: index %d bytes, plain %d; bytes cut %.2f", index.DiskWireBytes, plain.DiskWireBytes, index.BytesCut)
+	}
+	md, err := os.ReadFile(filepath.Join(out, "lai.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"Command: `vmigrate", "| plain | 1 |", "| index | 1 |", "Lai et al."} {
+		if !strings.Contains(string(md), want) || !strings.Contains(stdout, "| index | 1 |") {
+			t.Errorf("lai.md or stdout lacks %q:\n%s", want, md)
+		}
+	}
+}
+
+func TestScenarioLaiBadFlags(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("the flags are checked after the root check")
+	}
+	out := filepath.Join(t.TempDir(), "never")
+	for _, args := range [][]string{
+		{"--modes", "plain,fast"},
+		{"--repeat", "0"},
+		{"--mem", "12M"},
+		{"--os-size", "100M"},
+		{"--wan-bandwidth", "lots"},
+		{"--accel", "xen"},
+		{"extra-arg"},
+	} {
+		code, stdout, stderr := vmigrate(t, append([]string{"scenario", "lai", "--out", out}, args...)...)
+		if code != ExitUsage || stdout != "" || !strings.Contains(stderr, "vmigrate: ") {
+			t.Errorf("%v: exit %d, stdout %q, stderr %q", args, code, stdout, stderr)
+		}
+	}
+	if _, err := os.Stat(out); !os.IsNotExist(err) {
+		t.Errorf("a refused run made --out: %v", err)
+	}
+}
