@@ -25,8 +25,11 @@
 // Abort ends the jobs at once (forced cancel) and removes the client
 // nodes: the source's disks are never touched by any of this.
 //
-// Not yet here: the tunnel's NBD channel and its block codec, the
-// neighbour index, the libvirt path (docs/disks.md).
+// The target images are made and checked by CreateTarget and
+// CheckTargets (target.go). What crosses between the NBD client and the
+// export is the tunnel's business: a channel per disk, with the block
+// codec of package blockcodec and the destination's neighbour index of
+// package blockindex (docs/disks.md).
 package blockmirror
 
 import (

@@ -1,17 +1,30 @@
 package migrate_test
 
 import (
+	"bytes"
 	"context"
+	crand "crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	mrand "math/rand/v2"
+	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/zeebo/blake3"
 	"go.uber.org/zap/zaptest"
+
+	"github.com/vmigrate/vmigrate/blockcodec"
+	"github.com/vmigrate/vmigrate/pagecodec"
+	"github.com/vmigrate/vmigrate/tunnel"
+	"github.com/vmigrate/vmigrate/wanlink"
+	"github.com/vmigrate/vmigrate/wanpath"
 
 	"github.com/vmigrate/vmigrate/guest/workload"
 	"github.com/vmigrate/vmigrate/lab"
@@ -187,5 +200,87 @@ func TestMigrateWithDiskFaults(t *testing.T) {
 			labtest.Intact(t, l, wss/4096)
 			labtest.IntactDisk(t, l, diskWSS/4096)
 		})
+	}
+}
+
+// lyingIndex announces the blocks of content but reads each back with one
+// byte changed: a neighbour image that changed under the index without
+// the index noticing (same size and mtime), or a bad disk.
+type lyingIndex struct{ blocks map[[32]byte][]byte }
+
+func (x *lyingIndex) BlockSize() int { return 4096 }
+
+func (x *lyingIndex) Keys() []uint64 {
+	keys := make([]uint64, 0, len(x.blocks))
+	for fp := range x.blocks {
+		keys = append(keys, binary.LittleEndian.Uint64(fp[:8]))
+	}
+	slices.Sort(keys)
+	return slices.Compact(keys)
+}
+
+func (x *lyingIndex) Read(fp [32]byte, buf []byte) error {
+	b, ok := x.blocks[fp]
+	if !ok {
+		return fmt.Errorf("no block %x", fp[:8])
+	}
+	copy(buf, b)
+	buf[100] ^= 0x40
+	return nil
+}
+
+// A block the destination's index gives back wrong is refused: the
+// decoder checks every referenced block's BLAKE3, the disk channel fails
+// with a corrupt-block error, and the migration fails with the source
+// running, its memory and disk intact.
+func TestMigrateWithDiskCorruptReference(t *testing.T) {
+	// The disk starts with 8 MiB of distinct blocks past the guest's
+	// working set; the index "holds" them.
+	img := filepath.Join(t.TempDir(), "base.img")
+	content := make([]byte, diskBytes)
+	r := mrand.New(mrand.NewPCG(7, 7))
+	idx := &lyingIndex{blocks: map[[32]byte][]byte{}}
+	for off := 32 << 20; off < 40<<20; off += 4096 {
+		b := content[off : off+4096]
+		for i := range b {
+			b[i] = byte(r.Uint32())
+		}
+		idx.blocks[blake3.Sum256(b)] = b
+	}
+	if err := os.WriteFile(img, content, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	l := diskGuestWith(t, func(c *lab.Config) { c.DiskImage = img })
+	o := diskOptions(t, l)
+	k := make([]byte, 32)
+	crand.Read(k)
+	link := wanlink.Config{Bandwidth: 100e6, RTT: 50 * time.Millisecond}
+	path, err := wanpath.New(wanpath.Config{Dir: t.TempDir(), Link: &link, Tunnel: tunnel.Config{PSK: k}, DestTunnel: tunnel.Config{PSK: k},
+		Codec: pagecodec.New(pagecodec.Config{}), DiskCodec: &blockcodec.Config{}, DiskIndex: idx, Log: zaptest.NewLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.Transport = path
+	o.DiskCopyMode = "write-blocking"
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	_, err = migrate.Run(ctx, o)
+	var me *migrate.Error
+	if !errors.As(err, &me) || !me.SourceRunning || me.VMOnDest {
+		t.Fatalf("err %v: want a failure with the source running", err)
+	}
+	if !blockcodec.IsCorrupt(path.Err()) && !strings.Contains(err.Error(), "corrupt") {
+		t.Errorf("the failure does not say a block was corrupt: %v (path: %v)", err, path.Err())
+	}
+	t.Logf("refused: %v", err)
+	labtest.Intact(t, l, wss/4096)
+	labtest.IntactDisk(t, l, diskWSS/4096)
+	// The source's image past the working set is still the base image.
+	got, err := os.ReadFile(l.SrcDisk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got[diskWSS:], content[diskWSS:]) {
+		t.Errorf("the source's disk changed past the guest's working set")
 	}
 }
