@@ -298,9 +298,9 @@ func printResult(w io.Writer, r migrate.Result) {
 	}
 	if c := r.Codec; c != nil && c.StreamBytes > 0 {
 		p := c.Pages
-		fmt.Fprintf(w, "codec       %s encoded into %s (%.1f %%), %.0f ms of CPU; pages: %d delta, %d ref, %d seed, %d lz4, %d deflate, %d raw, %d zero; %d zero records; cache %s of %s\n",
+		fmt.Fprintf(w, "codec       %s encoded into %s (%.1f %%), %.0f ms of CPU; pages: %d delta, %d ref, %d seed, %d lz4, %d zstd, %d raw, %d zero; %d zero records; cache %s of %s\n",
 			humanBytes(c.StreamBytes), humanBytes(c.EncodedBytes), 100*float64(c.EncodedBytes)/float64(c.StreamBytes), c.CPUMillis,
-			p.Delta.Pages, p.Ref.Pages, p.Seed.Pages, p.LZ4.Pages, p.Deflate.Pages, p.Raw.Pages, p.Zero.Pages, c.ZeroRecords.Pages, humanBytes(c.CacheBytes), humanBytes(c.CacheMaxBytes))
+			p.Delta.Pages, p.Ref.Pages, p.Seed.Pages, p.LZ4.Pages, p.Zstd.Pages, p.Raw.Pages, p.Zero.Pages, c.ZeroRecords.Pages, humanBytes(c.CacheBytes), humanBytes(c.CacheMaxBytes))
 		e := c.EffortMs
 		fmt.Fprintf(w, "effort      %s: %.1f s fast, %.1f s lz4, %.1f s max\n", c.Effort, e.Fast/1000, e.LZ4/1000, e.Max/1000)
 	}

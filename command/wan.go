@@ -33,7 +33,7 @@ func wanFlags() []cli.Flag {
 func encoderFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "codec-cache", Usage: "page cache of the codec at each end, e.g. 1G (default: the guest's RAM up to 2G, a quarter of it beyond, 64M..8G)"},
-		&cli.StringFlag{Name: "codec-effort", Value: "auto", Usage: "how hard the codec compresses pages it cannot send as deltas or references: fast (not at all), lz4, max (lz4, and deflate where it is smaller), or auto: harder while the link keeps the codec waiting, less while the link waits for it"},
+		&cli.StringFlag{Name: "codec-effort", Value: "auto", Usage: "how hard the codec compresses pages it cannot send as deltas or references: fast (not at all), lz4, max (zstd with a window over the pages sent before, so what pages share is sent once; disks: deflate where smaller than lz4), or auto: harder while the link keeps the codec waiting, less while the link waits for it"},
 	}
 }
 

@@ -15,7 +15,7 @@ import (
 )
 
 // Name is the codec's name on a tunnel channel.
-const Name = "vmpc2"
+const Name = "vmpc3"
 
 // PageSize is the page the codec works on (x86's target page).
 const PageSize = migstream.PageSize
@@ -154,6 +154,9 @@ func (c *Codec) decode(dst io.Writer, src io.Reader, seeds *seedPages) (*decoder
 	d.seeds = seeds
 	var err error
 	cpu := threadCPU(func() { err = d.decode() })
+	if d.zr != nil {
+		d.zr.Close()
+	}
 	c.mu.Lock()
 	c.dcpu += cpu
 	c.mu.Unlock()

@@ -2,7 +2,7 @@ package pagecodec_test
 
 import (
 	"bytes"
-	"compress/flate"
+
 	"encoding/binary"
 	"errors"
 	"io"
@@ -11,6 +11,8 @@ import (
 	"testing"
 	"testing/iotest"
 	"time"
+
+	"github.com/klauspost/compress/zstd"
 
 	"github.com/vmigrate/vmigrate/migstream"
 	"github.com/vmigrate/vmigrate/migstream/migstreamtest"
@@ -218,18 +220,19 @@ func TestDecoderRejectsCorruptStreams(t *testing.T) {
 		t.Fatal(err)
 	}
 	enc := e.Bytes()
-	hdr := []byte("VMPC\x02")
-	// deflatedPlus is a page-deflate operation for page 0 of block "a"
-	// with extra bytes after the DEFLATE data, counted in its length.
-	deflatedPlus := func(p, extra []byte) []byte {
+	hdr := []byte("VMPC\x03")
+	// zstdOp is a page-zstd operation for page 0 of block "a": p as the
+	// first block of a zstd frame whose window is win bytes.
+	zstdOp := func(p []byte, win int) []byte {
 		var b bytes.Buffer
-		w, _ := flate.NewWriter(&b, flate.BestSpeed)
+		w, err := zstd.NewWriter(&b, zstd.WithWindowSize(win), zstd.WithEncoderConcurrency(1), zstd.WithEncoderCRC(false))
+		if err != nil {
+			t.Fatal(err)
+		}
 		w.Write(p)
-		w.Close()
-		b.Write(extra)
-		return cat([]byte{2, 8, 0x16, 1, 'a', 0}, binary.AppendUvarint(nil, uint64(b.Len())), b.Bytes())
+		w.Flush()
+		return cat([]byte{2, 8, 0x17, 1, 'a', 0}, binary.AppendUvarint(nil, uint64(b.Len())), b.Bytes())
 	}
-	deflated := func(p []byte) []byte { return deflatedPlus(p, nil) }
 	text := textPage(rand.New(rand.NewPCG(5, 5)))
 	for _, tc := range []struct {
 		name, why string
@@ -239,6 +242,7 @@ func TestDecoderRejectsCorruptStreams(t *testing.T) {
 		{"wrong magic", "not a page codec stream", append([]byte("QEVM\x01"), 1, 0)},
 		{"future version", "codec version 9", []byte("VMPC\x09")},
 		{"version 1", "codec version 1", []byte("VMPC\x01")},
+		{"version 2", "codec version 2", []byte("VMPC\x02")},
 		{"unknown op", "unknown operation 0x7f", append(bytes.Clone(hdr), 0x7f)},
 		{"page before cache", "a page before the cache size", append(bytes.Clone(hdr), 0x14, 1, 'a', 0)},
 		{"cache twice", "cache size given twice", append(bytes.Clone(hdr), 2, 1, 2, 1)},
@@ -250,12 +254,13 @@ func TestDecoderRejectsCorruptStreams(t *testing.T) {
 		{"delta without base", "no earlier version", append(bytes.Clone(hdr), 2, 8, 0x12, 1, 'a', 0, 2, 0, 1)},
 		{"delta out of bounds", "malformed page delta", cat(hdr, []byte{2, 8, 0x14, 1, 'a', 0}, make([]byte, ps), []byte{0x92, 0, 3, 0xff, 0x1f, 1})},
 		{"bad lz4", "lz4 data does not give one page", append(bytes.Clone(hdr), 2, 8, 0x13, 1, 'a', 0, 3, 1, 2, 3)},
-		{"deflate too long", "deflate length", append(bytes.Clone(hdr), 2, 8, 0x16, 1, 'a', 0, 0x80, 0x20)},
-		{"bad deflate", "deflate data does not give one page", append(bytes.Clone(hdr), 2, 8, 0x16, 1, 'a', 0, 3, 0xff, 0xff, 0xff)},
-		{"deflate short of a page", "deflate data does not give one page", cat(hdr, deflated(text[:ps-1]))},
-		{"deflate past a page", "deflate data does not give one page", cat(hdr, deflated(append(bytes.Clone(text), 'x')))},
-		{"deflate with trailing bytes", "deflate data does not give one page", cat(hdr, deflatedPlus(text, []byte{0}))},
-		{"truncated deflate", "truncated", cat(hdr, deflated(text)[:20])},
+		{"deflate of version 2", "unknown operation 0x16", append(bytes.Clone(hdr), 2, 8, 0x16, 1, 'a', 0, 3, 0xff, 0xff, 0xff)},
+		{"zstd too long", "zstd length", append(bytes.Clone(hdr), 2, 8, 0x17, 1, 'a', 0, 0xc1, 0x20)},
+		{"empty zstd", "empty zstd data", append(bytes.Clone(hdr), 2, 8, 0x17, 1, 'a', 0, 0)},
+		{"bad zstd", "zstd data does not give one page", append(bytes.Clone(hdr), 2, 8, 0x17, 1, 'a', 0, 3, 0xff, 0xff, 0xff)},
+		{"zstd short of a page", "zstd data does not give one page", cat(hdr, zstdOp(text[:ps-1], 1<<20))},
+		{"zstd window past 8 MiB", "zstd data does not give one page", cat(hdr, zstdOp(text, 64<<20))},
+		{"truncated zstd", "truncated", cat(hdr, zstdOp(text, 1<<20)[:20])},
 		{"seed not announced", "seed 0 of 0 announced", append(bytes.Clone(hdr), 2, 8, 0x15, 1, 'a', 0, 0)},
 		{"truncated raw page", "truncated", append(bytes.Clone(hdr), 2, 8, 0x14, 1, 'a', 0, 1, 2)},
 		{"truncated real stream", "truncated", enc[:len(enc)/2+1]},
@@ -324,16 +329,16 @@ func TestRoundTripEfforts(t *testing.T) {
 		}
 		switch eff {
 		case pagecodec.EffortFast:
-			if p.LZ4.Pages != 0 || p.Deflate.Pages != 0 || p.Raw.Pages == 0 || p.Delta.Pages == 0 {
+			if p.LZ4.Pages != 0 || p.Zstd.Pages != 0 || p.Raw.Pages == 0 || p.Delta.Pages == 0 {
 				t.Errorf("fast: %+v", p)
 			}
 		case pagecodec.EffortLZ4:
-			if p.LZ4.Pages == 0 || p.Deflate.Pages != 0 {
+			if p.LZ4.Pages == 0 || p.Zstd.Pages != 0 {
 				t.Errorf("lz4: %+v", p)
 			}
 		case pagecodec.EffortMax:
-			if p.Deflate.Pages == 0 {
-				t.Errorf("max: no page went out with DEFLATE: %+v", p)
+			if p.Zstd.Pages == 0 {
+				t.Errorf("max: no page went out with zstd: %+v", p)
 			}
 		}
 	}
@@ -404,7 +409,7 @@ func TestEffortAutoFollowsLink(t *testing.T) {
 			if st.Effort != "auto" {
 				t.Errorf("stats say effort %q", st.Effort)
 			}
-			if link.delay > 0 && (st.EffortMs.Max == 0 || st.Pages.Deflate.Pages == 0 || st.EffortMs.Fast > 0) {
+			if link.delay > 0 && (st.EffortMs.Max == 0 || st.Pages.Zstd.Pages == 0 || st.EffortMs.Fast > 0) {
 				t.Errorf("behind a slow link: effort %+v, pages %+v; want max and no fast", st.EffortMs, st.Pages)
 			}
 			// One window at lz4, then fast to the end: most pages raw.
@@ -416,8 +421,8 @@ func TestEffortAutoFollowsLink(t *testing.T) {
 }
 
 // At max, a page LZ4 cannot shrink but that uses few byte values (hex
-// text) goes out with DEFLATE; a random page is not tried.
-func TestMaxDeflatesFewSymbolPages(t *testing.T) {
+// text) goes out with zstd; a random page is not tried.
+func TestMaxZstdFewSymbolPages(t *testing.T) {
 	rng := rand.New(rand.NewPCG(13, 13))
 	hexPage := make([]byte, ps)
 	for i := range hexPage {
@@ -430,8 +435,8 @@ func TestMaxDeflatesFewSymbolPages(t *testing.T) {
 	if lz.Pages.Raw.Pages != 2 {
 		t.Errorf("lz4: %+v, want both pages raw (LZ4 cannot shrink them)", lz.Pages)
 	}
-	if mx.Pages.Deflate.Pages != 1 || mx.Pages.Raw.Pages != 1 || mx.Pages.Deflate.Bytes > ps*6/10 {
-		t.Errorf("max: %+v, want the hex page deflated to about half, the random one raw", mx.Pages)
+	if mx.Pages.Zstd.Pages != 1 || mx.Pages.Raw.Pages != 1 || mx.Pages.Zstd.Bytes > ps*6/10 {
+		t.Errorf("max: %+v, want the hex page compressed to about half, the random one raw", mx.Pages)
 	}
 }
 

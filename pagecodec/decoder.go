@@ -3,12 +3,12 @@ package pagecodec
 import (
 	"bufio"
 	"bytes"
-	"compress/flate"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 
+	"github.com/klauspost/compress/zstd"
 	"github.com/pierrec/lz4/v4"
 	"github.com/zeebo/blake3"
 
@@ -51,8 +51,8 @@ type decoder struct {
 	scratch  []byte
 	hdr      []byte
 	hasher   *blake3.Hasher
-	fz       io.ReadCloser // a DEFLATE reader, made at the first use
-	fzSrc    bytes.Reader
+	zr       *zstd.Decoder // the stream's zstd frame, at the first page-zstd
+	zfeed    *zstdFeed
 	pages    int64
 	seeds    *seedPages // the dest end's seeds, nil for none
 }
@@ -174,7 +174,7 @@ func (d *decoder) op(op byte) error {
 	cont := op&opContinue != 0
 	kind := op &^ opContinue
 	switch kind {
-	case opZeroRun, opForget, opPageZero, opPageRef, opPageDelta, opPageLZ4, opPageFlate, opPageRaw, opPageSeed:
+	case opZeroRun, opForget, opPageZero, opPageRef, opPageDelta, opPageLZ4, opPageZstd, opPageRaw, opPageSeed:
 	default:
 		return d.corrupt("unknown operation 0x%02x", op)
 	}
@@ -270,14 +270,17 @@ func (d *decoder) op(op byte) error {
 			return d.corrupt("page %d: %v", page, err)
 		}
 		return d.writePage(page, cont, name, dst)
-	case opPageLZ4, opPageFlate:
+	case opPageLZ4, opPageZstd:
 		limit, what := uint64(lz4Bound), "lz4"
-		if kind == opPageFlate {
-			limit, what = pageSize-1, "deflate"
+		if kind == opPageZstd {
+			limit, what = zstdPageMax, "zstd"
 		}
 		n, err := d.uvarint(limit, what+" length")
 		if err != nil {
 			return err
+		}
+		if n == 0 {
+			return d.corrupt("page %d: empty %s data", page, what)
 		}
 		src := d.scratch[:n]
 		if _, err := io.ReadFull(d.in, src); err != nil {
@@ -286,8 +289,12 @@ func (d *decoder) op(op byte) error {
 		// Straight into the page's slot: if the data is bad the stream
 		// ends here, and the caches with it.
 		dst := d.st.page(d.st.slotFor(k))
-		if !d.unpack(kind, dst, src) {
-			return d.corrupt("page %d: %s data does not give one page", page, what)
+		if kind == opPageZstd {
+			if err := d.unzstd(dst, src); err != nil {
+				return d.corrupt("page %d: zstd data does not give one page: %v", page, err)
+			}
+		} else if m, err := lz4.UncompressBlock(src, dst); err != nil || m != len(dst) {
+			return d.corrupt("page %d: lz4 data does not give one page", page)
 		}
 		return d.writePage(page, cont, name, dst)
 	default: // opPageRaw
@@ -299,25 +306,43 @@ func (d *decoder) op(op byte) error {
 	}
 }
 
-// unpack fills dst from an LZ4 block or DEFLATE data (op) that must give
-// exactly len(dst) bytes and end there.
-func (d *decoder) unpack(op byte, dst, src []byte) bool {
-	if op == opPageLZ4 {
-		m, err := lz4.UncompressBlock(src, dst)
-		return err == nil && m == len(dst)
+// errZstdShort is the zstd decoder asking for bytes past an operation's
+// data: its blocks do not give a whole page.
+var errZstdShort = errors.New("the data ends inside a block")
+
+// zstdFeed gives the stream's zstd decoder one operation's data at a time.
+type zstdFeed struct{ b []byte }
+
+func (f *zstdFeed) Read(p []byte) (int, error) {
+	if len(f.b) == 0 {
+		return 0, errZstdShort
 	}
-	d.fzSrc.Reset(src)
-	if d.fz == nil {
-		d.fz = flate.NewReader(&d.fzSrc)
-	} else if err := d.fz.(flate.Resetter).Reset(&d.fzSrc, nil); err != nil {
-		return false
+	n := copy(p, f.b)
+	f.b = f.b[n:]
+	return n, nil
+}
+
+// unzstd decodes the next page of the stream's zstd frame from src, the
+// blocks a page-zstd operation carried. The frame's window is bounded
+// (zstdWindow); a frame that asks for more is refused.
+func (d *decoder) unzstd(dst, src []byte) error {
+	if d.zr == nil {
+		d.zfeed = &zstdFeed{}
+		zr, err := zstd.NewReader(d.zfeed, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(zstdWindow),
+			zstd.WithDecoderMaxMemory(zstdWindow+2*zstdBlock), zstd.WithDecoderLowmem(true))
+		if err != nil {
+			return err
+		}
+		d.zr = zr
 	}
-	if _, err := io.ReadFull(d.fz, dst); err != nil {
-		return false
+	d.zfeed.b = src
+	if _, err := io.ReadFull(d.zr, dst); err != nil {
+		return err
 	}
-	var one [1]byte
-	n, err := d.fz.Read(one[:])
-	return n == 0 && err == io.EOF && d.fzSrc.Len() == 0
+	if len(d.zfeed.b) != 0 {
+		return fmt.Errorf("%d bytes left over", len(d.zfeed.b))
+	}
+	return nil
 }
 
 // addr reads an operation's page address.

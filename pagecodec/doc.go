@@ -14,8 +14,9 @@
 //   - ref: a reference to a slot of the page cache holding the same bytes,
 //     checked by the first 8 bytes of the page's BLAKE3 digest;
 //   - lz4: the page compressed as an LZ4 block;
-//   - deflate: the page compressed with DEFLATE, when the effort is max
-//     and that is smaller than LZ4 (effort.go);
+//   - zstd: the page compressed as the next block of the stream's one
+//     zstd frame, whose window holds the pages compressed before it, so
+//     that what pages share is sent once (effort max, effort.go);
 //   - seed: a page the dest end held before the stream began and announced
 //     when the channel opened (seed.go);
 //   - raw: the page itself.
@@ -28,7 +29,7 @@
 //
 // # Wire format
 //
-// The encoded stream starts with "VMPC" and a version byte (2), then a
+// The encoded stream starts with "VMPC" and a version byte (3), then a
 // sequence of operations, each an opcode byte:
 //
 //	0x01 literal    uvarint n (<= 1 MiB), n stream bytes, written as they are
@@ -43,8 +44,9 @@
 //	0x13 page-lz4   addr, uvarint n (<= LZ4 bound of 4096), n bytes
 //	0x14 page-raw   addr, 4096 bytes
 //	0x15 page-seed  addr, uvarint n: page n of the dest end's seeds (seed.go)
-//	0x16 page-deflate addr, uvarint n (< 4096), n bytes of raw DEFLATE (RFC 1951)
-//	                that end exactly where one page does
+//	0x17 page-zstd  addr, uvarint n (1..4160), n bytes: the next block(s) of
+//	                the stream's one zstd frame (the first operation carries
+//	                the frame header; window at most 8 MiB), giving one page
 //
 // where addr says which page: bit 0x80 of the opcode is QEMU's CONTINUE
 // flag; without it a u8 length and the RAM block's idstr follow; then a
@@ -54,6 +56,7 @@
 // cache (a zero page leaves it). The decoder rejects anything else: an
 // unknown opcode, a length past its bound, a reference to an empty slot or
 // with the wrong digest, a delta without a base or out of bounds, a
-// compressed page that does not give exactly one page, a page
+// compressed page that does not give exactly one page (zstd blocks that
+// give more leave the surplus to the next page-zstd), a page
 // before the cache size, a cache larger than its own limit.
 package pagecodec

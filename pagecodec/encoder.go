@@ -3,7 +3,6 @@ package pagecodec
 import (
 	"bufio"
 	"bytes"
-	"compress/flate"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -11,6 +10,7 @@ import (
 	"io"
 	"time"
 
+	"github.com/klauspost/compress/zstd"
 	"github.com/pierrec/lz4/v4"
 	"github.com/zeebo/blake3"
 
@@ -20,7 +20,7 @@ import (
 // Wire constants; doc.go describes them.
 const (
 	magic   = "VMPC"
-	version = 2
+	version = 3
 
 	opLiteral   = 0x01
 	opCache     = 0x02
@@ -32,7 +32,7 @@ const (
 	opPageLZ4   = 0x13
 	opPageRaw   = 0x14
 	opPageSeed  = 0x15
-	opPageFlate = 0x16
+	opPageZstd  = 0x17
 	opContinue  = 0x80
 
 	maxLiteral = 1 << 20
@@ -46,9 +46,17 @@ const (
 	deltaTake = 64
 	// deltaLimit stops a delta that has grown past half a page.
 	deltaLimit = pageSize / 2
-	// flateFrom is the LZ4 block size from which EffortMax tries DEFLATE:
-	// below it the bytes DEFLATE could save are not worth its time.
-	flateFrom = pageSize / 8
+	// zstdWindow is the history of the stream's zstd frame: the first
+	// copies of the last 8 MiB of pages sent with page-zstd. The decoder
+	// keeps as much (and refuses a frame that asks for more).
+	zstdWindow = 8 << 20
+	// zstdPageMax bounds one page-zstd operation's data: a page zstd
+	// cannot shrink goes as a raw block (3 bytes of header), and the
+	// first carries the frame header (at most 18 bytes).
+	zstdPageMax = pageSize + 64
+	// zstdBlock is zstd's largest block: the decoder's buffers beyond the
+	// window.
+	zstdBlock = 128 << 10
 	// litFlush sends pending literal bytes once they reach this size.
 	litFlush  = 64 << 10
 	outBuffer = 256 << 10
@@ -80,8 +88,8 @@ type encoder struct {
 	delta   []byte
 	lz      []byte
 	comp    pageCompressor
-	fz      *flate.Writer
-	fzBuf   bytes.Buffer
+	zw      *zstd.Encoder // the stream's one zstd frame, begun at the first page-zstd
+	zBuf    bytes.Buffer
 	pace    *pacer
 	hasher  *blake3.Hasher
 	run     zeroRun
@@ -336,20 +344,21 @@ func (e *encoder) page(rec *migstream.Record) error {
 	if level >= EffortLZ4 {
 		n = e.comp.compress(e.lz, data, pageSize-1)
 	}
-	// DEFLATE must beat LZ4, or the page itself where LZ4 gave nothing.
-	flateLimit := n
-	if n == 0 {
-		flateLimit = pageSize
-	}
 	switch {
 	case deltaOK && (n == 0 || len(delta) <= n):
 		return e.sendDelta(k, data)
-	case level >= EffortMax && (n > flateFrom || n == 0 && fewSymbols(data)) && e.deflate(data, flateLimit):
-		e.setOp(opPageFlate)
-		e.op = binary.AppendUvarint(e.op, uint64(e.fzBuf.Len()))
-		e.op = append(e.op, e.fzBuf.Bytes()...)
+	case level >= EffortMax && (n > 0 || fewSymbols(data)):
+		// A page LZ4 could not shrink and that uses most byte values is
+		// random or compressed already: zstd would spend its time for
+		// nothing, and the page would take room in its history.
+		if err := e.zstd(data); err != nil {
+			return err
+		}
+		e.setOp(opPageZstd)
+		e.op = binary.AppendUvarint(e.op, uint64(e.zBuf.Len()))
+		e.op = append(e.op, e.zBuf.Bytes()...)
 		e.store(k, data, sum)
-		return e.sent(&e.stats.Pages.Deflate, e.op)
+		return e.sent(&e.stats.Pages.Zstd, e.op)
 	case n > 0:
 		e.setOp(opPageLZ4)
 		e.op = binary.AppendUvarint(e.op, uint64(n))
@@ -386,22 +395,30 @@ func fewSymbols(p []byte) bool {
 	return n <= 192
 }
 
-// deflate compresses data into e.fzBuf and reports whether it came out
-// smaller than limit bytes.
-func (e *encoder) deflate(data []byte, limit int) bool {
-	e.fzBuf.Reset()
-	if e.fz == nil {
-		e.fz, _ = flate.NewWriter(&e.fzBuf, flate.BestSpeed) // the level is valid
-	} else {
-		e.fz.Reset(&e.fzBuf)
+// zstd compresses data into e.zBuf as the next block of the stream's zstd
+// frame, whose window holds the pages compressed before it: what the
+// pages share (the same libraries, files, text) is sent once. Whatever it
+// gives must be sent, since the decoder's frame must see the same blocks.
+func (e *encoder) zstd(data []byte) error {
+	e.zBuf.Reset()
+	if e.zw == nil {
+		zw, err := zstd.NewWriter(&e.zBuf, zstd.WithEncoderLevel(zstd.SpeedBetterCompression), zstd.WithWindowSize(zstdWindow),
+			zstd.WithEncoderConcurrency(1), zstd.WithEncoderCRC(false), zstd.WithZeroFrames(true), zstd.WithLowerEncoderMem(true))
+		if err != nil {
+			return fmt.Errorf("pagecodec: zstd: %w", err)
+		}
+		e.zw = zw
 	}
-	if _, err := e.fz.Write(data); err != nil {
-		return false
+	if _, err := e.zw.Write(data); err != nil {
+		return fmt.Errorf("pagecodec: zstd: %w", err)
 	}
-	if err := e.fz.Close(); err != nil {
-		return false
+	if err := e.zw.Flush(); err != nil {
+		return fmt.Errorf("pagecodec: zstd: %w", err)
 	}
-	return e.fzBuf.Len() < limit
+	if e.zBuf.Len() == 0 || e.zBuf.Len() > zstdPageMax {
+		return fmt.Errorf("pagecodec: zstd gave %d bytes for a page", e.zBuf.Len())
+	}
+	return nil
 }
 
 func (e *encoder) sendDelta(k uint64, data []byte) error {

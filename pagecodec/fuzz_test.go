@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"math/rand/v2"
 	"testing"
 
+	"github.com/vmigrate/vmigrate/migstream/migstreamtest"
 	"github.com/vmigrate/vmigrate/pagecodec"
 )
 
@@ -29,7 +31,18 @@ func FuzzDecode(f *testing.F) {
 	var e bytes.Buffer
 	pagecodec.New(pagecodec.Config{CacheBytes: 16 * ps, Effort: pagecodec.EffortMax}).Encode(&e, bytes.NewReader(newGuest(40, 9).stream(2, 20)))
 	f.Add(e.Bytes())
-	f.Add([]byte("VMPC\x02\x02\x08\x14\x01a\x00"))
+	f.Add([]byte("VMPC\x03\x02\x08\x14\x01a\x00"))
+	// Text pages at max: page-zstd operations continuing one frame.
+	rng := rand.New(rand.NewPCG(21, 21))
+	b := migstreamtest.NewBuilder().Start(migstreamtest.Blocks(8)...).Part()
+	for i := range 8 {
+		b.Page("pc.ram", uint64(i), textPage(rng))
+	}
+	enc, st := roundTrip(f, b.EOS().Bytes(), pagecodec.Config{CacheBytes: 16 * ps, Effort: pagecodec.EffortMax})
+	if st.Pages.Zstd.Pages == 0 {
+		f.Fatalf("the zstd seed has no zstd page: %+v", st.Pages)
+	}
+	f.Add(enc)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		err := pagecodec.New(pagecodec.Config{MaxCacheBytes: 64 * ps}).Decode(io.Discard, bytes.NewReader(data))
 		var ce *pagecodec.CorruptError

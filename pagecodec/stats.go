@@ -17,8 +17,9 @@ type Encodings struct {
 	Ref   Count `json:"ref"`
 	Delta Count `json:"delta"`
 	LZ4   Count `json:"lz4"`
-	// Deflate pages were smaller with DEFLATE than with LZ4 (EffortMax).
-	Deflate Count `json:"deflate"`
+	// Zstd pages were compressed with zstd against the pages compressed
+	// before them (EffortMax).
+	Zstd Count `json:"zstd"`
 	Raw     Count `json:"raw"`
 	// Seed pages were found among the pages the dest end announced.
 	Seed Count `json:"seed"`
@@ -29,7 +30,7 @@ func (e *Encodings) add(b Encodings) {
 	e.Ref.add(b.Ref)
 	e.Delta.add(b.Delta)
 	e.LZ4.add(b.LZ4)
-	e.Deflate.add(b.Deflate)
+	e.Zstd.add(b.Zstd)
 	e.Raw.add(b.Raw)
 	e.Seed.add(b.Seed)
 }

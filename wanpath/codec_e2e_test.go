@@ -187,7 +187,7 @@ func TestSeedsAcrossMigrations(t *testing.T) {
 	if runs[0].SeedPages != 0 || runs[1].SeedPages == 0 {
 		t.Errorf("seeds announced: %d then %d", runs[0].SeedPages, runs[1].SeedPages)
 	}
-	if p := runs[1].Pages; p.Seed.Pages < p.LZ4.Pages+p.Deflate.Pages {
-		t.Errorf("second migration: %d seed pages, %d still compressed", p.Seed.Pages, p.LZ4.Pages+p.Deflate.Pages)
+	if p := runs[1].Pages; p.Seed.Pages < p.LZ4.Pages+p.Zstd.Pages {
+		t.Errorf("second migration: %d seed pages, %d still compressed", p.Seed.Pages, p.LZ4.Pages+p.Zstd.Pages)
 	}
 }
