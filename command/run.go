@@ -246,7 +246,9 @@ func httpProbe(raw string) (*probe.Config, error) {
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, fmt.Errorf("%q is not an http(s) URL", raw)
 	}
-	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	// One kept-alive connection (as Lab.ProbeClient): a fresh one per
+	// request would measure SYN retransmission timers, not the guest.
+	client := &http.Client{Transport: &http.Transport{MaxConnsPerHost: 1, MaxIdleConnsPerHost: 1, IdleConnTimeout: time.Minute}}
 	return &probe.Config{Send: func(ctx context.Context) error {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, raw, nil)
 		if err != nil {

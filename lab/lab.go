@@ -316,6 +316,9 @@ func waitGuestAgent(ctx context.Context, g *guest.Client) error {
 // (Netns.HTTPClient).
 func (l *Lab) HTTPClient() *http.Client { return l.Netns.HTTPClient() }
 
+// ProbeClient is Netns.ProbeClient: one kept-alive connection to the guest.
+func (l *Lab) ProbeClient() *http.Client { return l.Netns.ProbeClient() }
+
 // Dial opens a TCP connection to addr from the bridge.
 func (l *Lab) Dial(ctx context.Context, addr string) (net.Conn, error) {
 	return l.Netns.DialContext(ctx, "tcp", addr)

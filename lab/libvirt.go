@@ -608,6 +608,9 @@ func (l *LibvirtLab) RestartDaemon(ctx context.Context, side string) error {
 // HTTPClient returns a client whose connections start on the bridge.
 func (l *LibvirtLab) HTTPClient() *http.Client { return l.Netns.HTTPClient() }
 
+// ProbeClient is Netns.ProbeClient: one kept-alive connection to the guest.
+func (l *LibvirtLab) ProbeClient() *http.Client { return l.Netns.ProbeClient() }
+
 // Dial opens a TCP connection to addr from the bridge.
 func (l *LibvirtLab) Dial(ctx context.Context, addr string) (net.Conn, error) {
 	return l.Netns.DialContext(ctx, "tcp", addr)

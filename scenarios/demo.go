@@ -159,7 +159,7 @@ func Demo(ctx context.Context, o DemoOptions) (DemoResult, error) {
 	}
 	mres, err := migrate.Run(ctx, migrate.Options{
 		Src: src, Dst: dst, IncomingURI: incoming, RelayDir: relayDir, Transport: o.Transport, Policy: o.Policy,
-		Probe:      pingProbe(l.HTTPClient(), l.GuestIP),
+		Probe:      pingProbe(l.ProbeClient(), l.GuestIP),
 		Parameters: o.Parameters, Progress: o.Progress, Log: o.Log, AllowUnsafeTCG: o.AllowUnsafeTCG,
 		Disks: disks, NBDSocket: filepath.Join(l.Dir, "nbd.sock"), DiskCopyMode: o.DiskCopyMode, DiskConvergeAfter: o.DiskConvergeAfter,
 	})
@@ -277,7 +277,7 @@ func demoLibvirt(ctx context.Context, o DemoOptions, res DemoResult) (DemoResult
 	}
 	opts := LibvirtLabOptions(l, "migration.sock")
 	opts.Transport, opts.Policy, opts.Progress, opts.Log, opts.AllowUnsafeTCG = o.Transport, o.Policy, o.Progress, o.Log, o.AllowUnsafeTCG
-	opts.Probe = pingProbe(l.HTTPClient(), l.GuestIP)
+	opts.Probe = pingProbe(l.ProbeClient(), l.GuestIP)
 	if o.DiskBytes > 0 {
 		opts.Disks = []string{lab.DiskNode}
 		opts.DiskWriteBlocking = o.DiskCopyMode == qmp.CopyModeWriteBlocking
@@ -334,7 +334,8 @@ func (r *DemoResult) settle(ctx context.Context, o DemoOptions, accel lab.AccelC
 }
 
 // pingProbe measures the downtime a client of the guest sees: it pings
-// the agent, each time on a new connection from the bridge.
+// the agent from the bridge over hc (Lab.ProbeClient: one kept-alive
+// connection).
 func pingProbe(hc *http.Client, ip string) *probe.Config {
 	pinger := &guest.Client{HTTP: hc, Addr: ip}
 	return &probe.Config{Send: func(ctx context.Context) error {
