@@ -75,6 +75,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			diskCommand(),
 			indexCommand(),
 			scenarioCommand(),
+			benchCommand(),
 		},
 		ExitErrHandler: func(*cli.Context, error) {}, // Main maps errors to codes
 	}

@@ -18,7 +18,7 @@ import (
 func guestFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "mem", Value: "512M", Usage: "guest RAM, e.g. 512M, 1G, 2G"},
-		&cli.StringFlag{Name: "workload", Value: "memdirty", Usage: "idle, or memdirty[:wss=SIZE,rate=PAGES/S,bpp=BYTES,hot=FRACTION:WEIGHT,body=random|text] (defaults: half of RAM, 5000, 8, uniform, random)"},
+		&cli.StringFlag{Name: "workload", Value: "memdirty", Usage: "idle, or memdirty[:wss=SIZE,rate=PAGES/S,bpp=BYTES,hot=FRACTION:WEIGHT,body=random|text|files] (defaults: half of RAM, 5000, 8, uniform, random)"},
 		&cli.StringFlag{Name: "accel", Value: "auto", Usage: "auto (KVM only if the guest really boots under it), kvm or tcg"},
 		&cli.StringFlag{Name: "qemu", Usage: "QEMU binary (default: the system's; for a TCG lab on QEMU < 9.0, the QEMU 10.0 that make deps unpacks)"},
 		&cli.StringFlag{Name: "disk-size", Usage: "give the guest a raw disk of this size (e.g. 2G), node vda; the demo mirrors it with the migration; memdirty's disk=SIZE,diskrate=N write to it"},

@@ -35,7 +35,7 @@ func parseWorkload(spec string, mem int64) (workload.Config, error) {
 			k, v, ok := strings.Cut(kv, "=")
 			key, known := workloadKeys[k]
 			if !ok || !known || v == "" {
-				return workload.Config{}, fmt.Errorf("%q: parameter %q: want wss=SIZE, rate=PAGES/S, bpp=BYTES, hot=FRACTION:WEIGHT, body=random|text, disk=SIZE or diskrate=BLOCKS/S", spec, kv)
+				return workload.Config{}, fmt.Errorf("%q: parameter %q: want wss=SIZE, rate=PAGES/S, bpp=BYTES, hot=FRACTION:WEIGHT, body=random|text|files, disk=SIZE or diskrate=BLOCKS/S", spec, kv)
 			}
 			words = append(words, key+"="+v)
 		}

@@ -358,6 +358,11 @@ func buildInto(ctx context.Context, dir string, in inputs, log io.Writer) (manif
 		fmt.Fprintf(log, "guest: module %s is not a module of %s (built in or absent); the agent will skip it\n", name, release)
 	}
 
+	corpus, err := buildCorpus(filepath.Join(root, "lib", "modules", release, "kernel"), corpusBytes)
+	if err != nil {
+		return manifest{}, fmt.Errorf("guest build: corpus: %w", err)
+	}
+
 	bb, err := readStaticBusybox(in.busybox)
 	if err != nil {
 		return manifest{}, err
@@ -377,7 +382,7 @@ func buildInto(ctx context.Context, dir string, in inputs, log io.Writer) (manif
 		Missing:       mods.missing,
 		GoVersion:     in.goVersion,
 	}
-	size, err := writeInitramfs(filepath.Join(dir, initrdFile), initramfs{agent: agent, busybox: bb, modules: mods})
+	size, err := writeInitramfs(filepath.Join(dir, initrdFile), initramfs{agent: agent, busybox: bb, modules: mods, corpus: corpus})
 	if err != nil {
 		return manifest{}, fmt.Errorf("guest build: initramfs: %w", err)
 	}

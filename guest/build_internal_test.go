@@ -329,3 +329,48 @@ func TestPruneImages(t *testing.T) {
 		t.Errorf("after prune: %v, want %v", names, want)
 	}
 }
+
+// The corpus takes modules at a stride over the whole tree, each on a
+// page boundary, up to the limit, the same way every time; it ends in the
+// initramfs at agentapi.CorpusFile.
+func TestBuildCorpus(t *testing.T) {
+	dir := t.TempDir()
+	sizes := map[string]int{"a/x.ko": 5000, "a/y.ko": 4096, "b/z.ko": 100, "c/w.ko": 9000, "c/readme": 7000, "d/v.ko": 3000}
+	for name, n := range sizes {
+		p := filepath.Join(dir, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		b := bytes.Repeat([]byte{name[2]}, n)
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	all, err := buildCorpus(dir, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Every .ko, page-aligned: 8192 + 4096 + 4096 + 12288 + 4096.
+	if len(all) != 32768 || len(all)%4096 != 0 {
+		t.Fatalf("corpus of %d bytes", len(all))
+	}
+	if bytes.Contains(all, []byte("rrrr")) {
+		t.Error("a file that is no module is in the corpus")
+	}
+	// A limit of a third of the modules takes every third, from the start.
+	part, err := buildCorpus(dir, 8192)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, _ := buildCorpus(dir, 8192)
+	if len(part) != 8192 || !bytes.Equal(part, again) {
+		t.Fatalf("limited corpus: %d bytes, stable %v", len(part), bytes.Equal(part, again))
+	}
+	if part[0] != 'x' || part[4096] != 'x' {
+		t.Errorf("limited corpus starts %q %q, want the first module", part[0], part[4096])
+	}
+	files := initramfs{corpus: all}.files()
+	if f, ok := files["vmigrate/corpus"]; !ok || !bytes.Equal(f.data, all) {
+		t.Error("the corpus is not at vmigrate/corpus in the initramfs")
+	}
+}

@@ -17,6 +17,7 @@ type initramfs struct {
 	agent   []byte
 	busybox []byte
 	modules moduleSet
+	corpus  []byte // agentapi.CorpusFile, when not empty
 }
 
 // file is one initramfs entry.
@@ -50,6 +51,11 @@ func (r initramfs) files() map[string]file {
 	m[strings.TrimPrefix(agentapi.ModuleOrderFile, "/")] = file{
 		mode: cpio.TypeReg | 0o644,
 		data: []byte(strings.Join(r.modules.order, "\n") + "\n"),
+	}
+	if len(r.corpus) > 0 {
+		cf := strings.TrimPrefix(agentapi.CorpusFile, "/")
+		m[path.Dir(cf)] = dir
+		m[cf] = file{mode: cpio.TypeReg | 0o444, data: r.corpus}
 	}
 	for name, ko := range r.modules.data {
 		m[path.Join(modDir, name+".ko")] = file{mode: cpio.TypeReg | 0o644, data: ko}

@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -157,4 +158,38 @@ func Tail(path string, n int64) string {
 		return "(no output)"
 	}
 	return strings.ReplaceAll(string(b), "\n", " | ")
+}
+
+// CPUTime is the CPU time QEMU has used so far (user and system, all its
+// threads), from /proc/PID/stat.
+func (v *VM) CPUTime() (time.Duration, error) {
+	if v.cmd == nil || v.cmd.Process == nil {
+		return 0, errors.New("lab: VM not started")
+	}
+	return ProcessCPU(v.cmd.Process.Pid)
+}
+
+// ProcessCPU reads a process's user and system CPU time from
+// /proc/PID/stat (fields 14 and 15, in clock ticks of 1/100 s).
+func ProcessCPU(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// The command name (field 2) may hold spaces: fields count from the
+	// last ')'.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("lab: /proc/%d/stat: no command name", pid)
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0, fmt.Errorf("lab: /proc/%d/stat: %d fields", pid, len(f))
+	}
+	ut, err1 := strconv.ParseInt(f[11], 10, 64)
+	st, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err := errors.Join(err1, err2); err != nil {
+		return 0, fmt.Errorf("lab: /proc/%d/stat: %w", pid, err)
+	}
+	return time.Duration(ut+st) * 10 * time.Millisecond, nil
 }

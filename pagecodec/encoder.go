@@ -347,10 +347,11 @@ func (e *encoder) page(rec *migstream.Record) error {
 	switch {
 	case deltaOK && (n == 0 || len(delta) <= n):
 		return e.sendDelta(k, data)
-	case level >= EffortMax && (n > 0 || fewSymbols(data)):
-		// A page LZ4 could not shrink and that uses most byte values is
-		// random or compressed already: zstd would spend its time for
-		// nothing, and the page would take room in its history.
+	case level >= EffortMax && n > 0:
+		// A page LZ4 could not shrink at all is random or compressed
+		// already: zstd (at its fastest level, which does not entropy-code
+		// a block it finds no match in) would spend its time for nothing,
+		// and the page would take room in its history.
 		if err := e.zstd(data); err != nil {
 			return err
 		}
@@ -379,22 +380,6 @@ func (e *encoder) page(rec *migstream.Record) error {
 	return nil
 }
 
-// fewSymbols reports whether a page LZ4 could not shrink still uses few
-// distinct byte values in a sample of a quarter of it (hex or base64 text,
-// say), which DEFLATE's Huffman codes shrink: a page of random bytes
-// shows about 250 of the 256, base64 64.
-func fewSymbols(p []byte) bool {
-	var seen [256]bool
-	n := 0
-	for i := 0; i < len(p); i += 4 {
-		if !seen[p[i]] {
-			seen[p[i]] = true
-			n++
-		}
-	}
-	return n <= 192
-}
-
 // zstd compresses data into e.zBuf as the next block of the stream's zstd
 // frame, whose window holds the pages compressed before it: what the
 // pages share (the same libraries, files, text) is sent once. Whatever it
@@ -402,7 +387,7 @@ func fewSymbols(p []byte) bool {
 func (e *encoder) zstd(data []byte) error {
 	e.zBuf.Reset()
 	if e.zw == nil {
-		zw, err := zstd.NewWriter(&e.zBuf, zstd.WithEncoderLevel(zstd.SpeedBetterCompression), zstd.WithWindowSize(zstdWindow),
+		zw, err := zstd.NewWriter(&e.zBuf, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithWindowSize(zstdWindow),
 			zstd.WithEncoderConcurrency(1), zstd.WithEncoderCRC(false), zstd.WithZeroFrames(true), zstd.WithLowerEncoderMem(true))
 		if err != nil {
 			return fmt.Errorf("pagecodec: zstd: %w", err)

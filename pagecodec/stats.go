@@ -20,7 +20,7 @@ type Encodings struct {
 	// Zstd pages were compressed with zstd against the pages compressed
 	// before them (EffortMax).
 	Zstd Count `json:"zstd"`
-	Raw     Count `json:"raw"`
+	Raw  Count `json:"raw"`
 	// Seed pages were found among the pages the dest end announced.
 	Seed Count `json:"seed"`
 }

@@ -122,6 +122,7 @@ type MigrationParameters struct {
 	XBZRLECacheSize          *uint64 `json:"xbzrle-cache-size,omitempty"`          // bytes
 	MultifdChannels          *int    `json:"multifd-channels,omitempty"`
 	MultifdCompression       *string `json:"multifd-compression,omitempty"` // "none", "zlib", "zstd"
+	MultifdZstdLevel         *int    `json:"multifd-zstd-level,omitempty"`  // 0..20, default 1
 	AnnounceInitial          *uint64 `json:"announce-initial,omitempty"`    // ms
 	AnnounceMax              *uint64 `json:"announce-max,omitempty"`        // ms
 	AnnounceRounds           *uint64 `json:"announce-rounds,omitempty"`

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"go.uber.org/zap"
@@ -68,8 +69,12 @@ type DemoOptions struct {
 	Link         *wanlink.Config
 	VirshTimeout time.Duration // virsh's --timeout (suspend after it)
 	PopulateWait time.Duration // how long the workload may take to fill its working set
-	Progress     func(migrate.Progress)
-	Log          *zap.Logger
+	// Prepare, when set, runs on the QMP lab after the guest settled and
+	// before the migration starts: migration capabilities and parameters
+	// of a native configuration (bench native), on either side.
+	Prepare  func(ctx context.Context, src, dst *qmp.Client) error
+	Progress func(migrate.Progress)
+	Log      *zap.Logger
 }
 
 // DemoResult is the migration's result plus what the guest showed.
@@ -107,6 +112,35 @@ type DemoResult struct {
 	// Verified: the move completed and every page of the workload holds
 	// what the guest last wrote to it.
 	Verified bool `json:"verified"`
+	// CPU is what each process spent during the migration (QMP lab).
+	CPU *CPUUse `json:"cpu,omitempty"`
+}
+
+// CPUUse is the CPU time of the migration's processes, from the migrate
+// command to the end: the source and destination QEMUs (every thread:
+// vCPU, migration, multifd) and vmigrate itself (tunnel ends, codecs, the
+// emulated link, the prober).
+type CPUUse struct {
+	SrcQEMUMs  int64 `json:"src_qemu_ms"`
+	DstQEMUMs  int64 `json:"dst_qemu_ms"`
+	VmigrateMs int64 `json:"vmigrate_ms"`
+}
+
+type cpuMark struct{ src, dst, self time.Duration }
+
+func markCPU(l *lab.Lab) cpuMark {
+	var m cpuMark
+	m.src, _ = l.Src.CPUTime()
+	m.dst, _ = l.Dst.CPUTime()
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) == nil {
+		m.self = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	}
+	return m
+}
+
+func (m cpuMark) since(a cpuMark) *CPUUse {
+	return &CPUUse{SrcQEMUMs: (m.src - a.src).Milliseconds(), DstQEMUMs: (m.dst - a.dst).Milliseconds(), VmigrateMs: (m.self - a.self).Milliseconds()}
 }
 
 // ErrVerify marks a migration that completed but whose guest checks failed.
@@ -157,6 +191,13 @@ func Demo(ctx context.Context, o DemoOptions) (DemoResult, error) {
 	if o.Direct {
 		incoming, relayDir = "tcp:127.0.0.1:0", ""
 	}
+	if o.Prepare != nil {
+		if err := o.Prepare(ctx, src, dst); err != nil {
+			res.Error = err.Error()
+			return res, err
+		}
+	}
+	cpu0 := markCPU(l)
 	mres, err := migrate.Run(ctx, migrate.Options{
 		Src: src, Dst: dst, IncomingURI: incoming, RelayDir: relayDir, Transport: o.Transport, Policy: o.Policy,
 		Probe:      pingProbe(l.ProbeClient(), l.GuestIP),
@@ -164,6 +205,7 @@ func Demo(ctx context.Context, o DemoOptions) (DemoResult, error) {
 		Disks: disks, NBDSocket: filepath.Join(l.Dir, "nbd.sock"), DiskCopyMode: o.DiskCopyMode, DiskConvergeAfter: o.DiskConvergeAfter,
 	})
 	res.Result = mres
+	res.CPU = markCPU(l).since(cpu0)
 	if err != nil {
 		return res, err
 	}

@@ -28,6 +28,9 @@ const (
 	ModuleDir = "/lib/modules"
 	// ModuleOrderFile lists module names, one a line, in load order.
 	ModuleOrderFile = ModuleDir + "/load.order"
+	// CorpusFile holds the pages of the memdirty body "files": real files
+	// (Debian kernel modules) the image builder concatenates.
+	CorpusFile = "/vmigrate/corpus"
 	// Busybox is the static busybox, for debugging (rdinit=/bin/sh).
 	Busybox = "/bin/busybox"
 	// DiskPath is the guest's disk, the lab's virtio-blk device (id vda-dev):

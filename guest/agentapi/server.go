@@ -130,6 +130,14 @@ func (s *Server) replace(cfg workload.Config) error {
 		}
 		r.disk, r.d = disk, d
 	}
+	if cfg.Body == workload.BodyFiles {
+		if err := loadCorpus(); err != nil {
+			if r.disk != nil {
+				r.disk.Close()
+			}
+			return err
+		}
+	}
 	mem, err := s.memory().Alloc(cfg.WSSBytes)
 	if err == nil {
 		r.mem = mem

@@ -37,7 +37,7 @@ const (
 	KeyPagesPerSec  = "vmigrate.rate"     // target dirtied pages per second
 	KeyBytesPerPage = "vmigrate.bpp"      // bytes changed per dirtied page
 	KeyHot          = "vmigrate.hot"      // HOT_FRACTION:HOT_WEIGHT, e.g. 0.1:0.9
-	KeyBody         = "vmigrate.body"     // random | text: what the pages hold besides the changing bytes
+	KeyBody         = "vmigrate.body"     // random | text | files: what the pages hold besides the changing bytes
 	KeyDiskWSS      = "vmigrate.disk"     // disk working-set size (from the start of /dev/vda), bytes with optional suffix
 	KeyDiskRate     = "vmigrate.diskrate" // target disk blocks written per second
 )
@@ -46,6 +46,11 @@ const (
 const (
 	BodyRandom = "random" // incompressible: the worst case for a codec
 	BodyText   = "text"   // Go source text, about as compressible as a page cache
+	// BodyFiles pages are page-aligned pages of real files (the guest
+	// image's corpus of Debian kernel modules, SetFilesCorpus), in order,
+	// as a page cache holds them: neither a per-page nor a cross-page
+	// compressor is flattered, since no page repeats within 32 MiB.
+	BodyFiles = "files"
 )
 
 // Config selects and parameterises a workload. The zero value of a numeric
@@ -57,7 +62,7 @@ type Config struct {
 	BytesPerPage int     `json:"bytes_per_page,omitempty"`
 	HotFraction  float64 `json:"hot_fraction,omitempty"`
 	HotWeight    float64 `json:"hot_weight,omitempty"`
-	Body         string  `json:"body,omitempty"` // BodyRandom (default) or BodyText
+	Body         string  `json:"body,omitempty"` // BodyRandom (default), BodyText or BodyFiles
 
 	// DiskWSSBytes, when not 0, also runs the disk writer over the first
 	// DiskWSSBytes of the guest's disk, in DiskBlockSize blocks (memdirty only).
@@ -122,8 +127,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("workload: hot_weight must be in [0,1], got %g", c.HotWeight)
 	case c.HotFraction < 1 && c.HotWeight == 0:
 		return fmt.Errorf("workload: hot_weight must be in (0,1] when hot_fraction < 1, got 0")
-	case c.Body != "" && c.Body != BodyRandom && c.Body != BodyText:
-		return fmt.Errorf("workload: body must be %s or %s, got %q", BodyRandom, BodyText, c.Body)
+	case c.Body != "" && c.Body != BodyRandom && c.Body != BodyText && c.Body != BodyFiles:
+		return fmt.Errorf("workload: body must be %s, %s or %s, got %q", BodyRandom, BodyText, BodyFiles, c.Body)
 	case c.DiskWSSBytes < 0 || c.DiskWSSBytes%DiskBlockSize != 0:
 		return fmt.Errorf("workload: disk_wss_bytes must be a non-negative multiple of %d, got %d", DiskBlockSize, c.DiskWSSBytes)
 	case c.DiskWSSBytes/DiskBlockSize > 1<<31-1:

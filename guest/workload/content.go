@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"embed"
 	"encoding/binary"
+	"fmt"
 	"io/fs"
 )
 
@@ -110,11 +111,38 @@ func fillText(dst []byte, p uint64) {
 	copy(dst[:PageSize], textCorpus[off:])
 }
 
+// filesCorpus holds the BodyFiles pages (SetFilesCorpus).
+var filesCorpus []byte
+
+// SetFilesCorpus gives BodyFiles its pages: b's whole pages (at least
+// one), used in order, page p of the working set getting page p modulo
+// their number. The agent sets the guest image's corpus
+// (agentapi.CorpusFile) before it starts a files workload; b must not
+// change afterwards.
+func SetFilesCorpus(b []byte) error {
+	n := len(b) / PageSize * PageSize
+	if n == 0 {
+		return fmt.Errorf("workload: a files corpus of %d bytes, less than a page", len(b))
+	}
+	filesCorpus = b[:n]
+	return nil
+}
+
+// fillFiles writes page p's BodyFiles body.
+func fillFiles(dst []byte, p uint64) {
+	pages := uint64(len(filesCorpus) / PageSize)
+	off := p % pages * PageSize
+	copy(dst[:PageSize], filesCorpus[off:off+PageSize])
+}
+
 // renderPage writes the full expected content of page p at version v.
 func renderPage(dst []byte, p uint64, v uint32, b int, body string) {
-	if body == BodyText {
+	switch body {
+	case BodyText:
 		fillText(dst, p)
-	} else {
+	case BodyFiles:
+		fillFiles(dst, p)
+	default:
 		fillBody(dst, p)
 	}
 	writeWindow(dst, p, v, b)

@@ -77,6 +77,9 @@ func newWorkload(cfg Config, mem []byte, c clock, seed uint64) (*Workload, error
 	if int64(len(mem)) != cfg.WSSBytes {
 		return nil, fmt.Errorf("workload: new: memory is %d bytes, config wants %d", len(mem), cfg.WSSBytes)
 	}
+	if cfg.Body == BodyFiles && len(filesCorpus) == 0 {
+		return nil, fmt.Errorf("workload: new: body %s needs the guest image's corpus of files, which this guest does not have (rebuild it: vmigrate guest build)", BodyFiles)
+	}
 	pages := int(cfg.WSSBytes / PageSize)
 	hot := pages
 	if cfg.HotFraction < 1 {

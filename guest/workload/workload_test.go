@@ -5,6 +5,7 @@ import (
 	"compress/flate"
 	"context"
 	"math"
+	"math/rand/v2"
 	"strings"
 	"sync"
 	"testing"
@@ -419,6 +420,55 @@ func TestTextBody(t *testing.T) {
 	}
 	c, err := ParseCmdline(strings.Join(cfg.CmdlineArgs(), " "))
 	if err != nil || c.Body != BodyText {
+		t.Errorf("cmdline round trip: %+v, %v", c, err)
+	}
+}
+
+// Files bodies are the corpus's pages in order, repeating only after the
+// whole corpus, and verified like the others; without a corpus the
+// workload refuses to start.
+func TestFilesBody(t *testing.T) {
+	cfg := memdirty(64*PageSize, 8)
+	cfg.Body = BodyFiles
+	saved := filesCorpus
+	defer func() { filesCorpus = saved }()
+	filesCorpus = nil
+	if _, err := newWorkload(cfg, make([]byte, cfg.WSSBytes), &fakeClock{}, 1); err == nil || !strings.Contains(err.Error(), "corpus") {
+		t.Fatalf("no corpus: %v", err)
+	}
+	if err := SetFilesCorpus(make([]byte, PageSize-1)); err == nil {
+		t.Error("a corpus shorter than a page accepted")
+	}
+	corpus := make([]byte, 16*PageSize+100) // the tail is not a page
+	rng := rand.New(rand.NewPCG(3, 3))
+	for i := range corpus {
+		corpus[i] = byte(rng.IntN(64))
+	}
+	if err := SetFilesCorpus(corpus); err != nil {
+		t.Fatal(err)
+	}
+	w := populated(t, cfg)
+	for range 500 {
+		w.dirty(w.pick())
+	}
+	if r := mustVerify(t, w); r.PagesWrong != 0 || r.PagesChecked != 64 {
+		t.Fatalf("%+v", r)
+	}
+	// Page p holds corpus page p mod 16, but for the changing window.
+	for _, p := range []int{0, 5, 21} {
+		page, want := w.page(p), corpus[p%16*PageSize:][:PageSize]
+		diff := 0
+		for i := range page {
+			if page[i] != want[i] {
+				diff++
+			}
+		}
+		if diff > 16+cfg.BytesPerPage {
+			t.Errorf("page %d differs from corpus page %d in %d bytes", p, p%16, diff)
+		}
+	}
+	c, err := ParseCmdline(strings.Join(cfg.CmdlineArgs(), " "))
+	if err != nil || c.Body != BodyFiles {
 		t.Errorf("cmdline round trip: %+v, %v", c, err)
 	}
 }

@@ -1,0 +1,148 @@
+package command
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/vmigrate/vmigrate/guest"
+	"github.com/vmigrate/vmigrate/guest/workload"
+	"github.com/vmigrate/vmigrate/lab"
+	"github.com/vmigrate/vmigrate/scenarios"
+	"github.com/vmigrate/vmigrate/wanlink"
+)
+
+func benchCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "bench",
+		Usage: "measure vmigrate against other ways of migrating the same guest",
+		Subcommands: []*cli.Command{
+			{
+				Name:  "native",
+				Usage: "vmigrate's codec against QEMU's own settings (default, xbzrle, multifd+zstd, auto-converge) through the same emulated link",
+				Description: `For each page body (random, text, files: real Debian kernel modules), --repeat
+rounds, each round every configuration once on a fresh lab: the guest fills its
+working set, then migrates, QEMU's configurations with QEMU's own connections
+through the emulated link and QEMU's stop rule, vmigrate's through its tunnel
+and page codec with its smart policy; a migration not done after --max-time is
+forced to stop and copy. Each is checked with /verify. Writes native.json (every
+run) and native.md (medians, and each body's best of both sides) into --out.
+Needs root; with the defaults about an hour.`,
+				Flags: []cli.Flag{
+					&cli.StringFlag{Name: "bodies", Value: "random,text,files", Usage: "page bodies, comma separated"},
+					&cli.StringFlag{Name: "configs", Value: strings.Join(scenarios.NativeConfigs, ","), Usage: "configurations: qemu-default, xbzrle, multifd-zstdN, auto-converge, vmigrate-{fast,lz4,max,auto}"},
+					&cli.IntFlag{Name: "repeat", Value: 3, Usage: "rounds per body"},
+					&cli.StringFlag{Name: "mem", Value: "512M", Usage: "guest RAM"},
+					&cli.StringFlag{Name: "wss", Value: "256M", Usage: "the memdirty working set"},
+					&cli.IntFlag{Name: "rate", Value: 5000, Usage: "pages dirtied per second"},
+					&cli.IntFlag{Name: "bpp", Value: 8, Usage: "bytes changed per dirtied page"},
+					&cli.DurationFlag{Name: "max-time", Value: 150 * time.Second, Usage: "force stop-and-copy after this long"},
+					&cli.StringFlag{Name: "wan-bandwidth", Value: "100mbit", Usage: "the emulated link's bandwidth"},
+					&cli.StringFlag{Name: "wan-rtt", Value: "50ms", Usage: "the emulated link's round-trip time"},
+					&cli.StringFlag{Name: "out", Value: "results/native", Usage: "where native.json and native.md go"},
+					&cli.StringFlag{Name: "accel", Value: "auto", Usage: "auto, kvm or tcg"},
+					&cli.StringFlag{Name: "qemu", Usage: "QEMU binary (default as for vmigrate lab)"},
+					&cli.BoolFlag{Name: "json", Usage: "print the result as JSON instead of the tables"},
+				},
+				Action: benchNativeAction,
+			},
+		},
+	}
+}
+
+func benchNativeAction(c *cli.Context) error {
+	e := getEnv(c)
+	if os.Geteuid() != 0 {
+		return withCode(ExitUsage, lab.ErrNotRoot)
+	}
+	if c.Args().Len() > 0 {
+		return withCode(ExitUsage, fmt.Errorf("bench native takes no arguments (got %q)", c.Args().First()))
+	}
+	var bodies []string
+	for _, b := range strings.Split(c.String("bodies"), ",") {
+		b = strings.TrimSpace(b)
+		if b != workload.BodyRandom && b != workload.BodyText && b != workload.BodyFiles {
+			return withCode(ExitUsage, fmt.Errorf("--bodies: %q: want random, text or files", b))
+		}
+		bodies = append(bodies, b)
+	}
+	var configs []string
+	for _, cf := range strings.Split(c.String("configs"), ",") {
+		cf = strings.TrimSpace(cf)
+		if err := scenarios.CheckNativeConfig(cf); err != nil {
+			return withCode(ExitUsage, fmt.Errorf("--configs: %w", err))
+		}
+		configs = append(configs, cf)
+	}
+	if c.Int("repeat") < 1 || c.Int("repeat") > 100 {
+		return withCode(ExitUsage, fmt.Errorf("--repeat %d: want 1 to 100", c.Int("repeat")))
+	}
+	mem, err := workload.ParseSize(c.String("mem"))
+	if err != nil || mem < 128<<20 || mem%(1<<20) != 0 {
+		return withCode(ExitUsage, fmt.Errorf("--mem %q: want a whole number of MiB, at least 128M", c.String("mem")))
+	}
+	wss, err := workload.ParseSize(c.String("wss"))
+	if err != nil || wss < 1<<20 || wss%4096 != 0 || wss > mem*3/4 {
+		return withCode(ExitUsage, fmt.Errorf("--wss %q: want a multiple of 4K from 1M to three quarters of --mem", c.String("wss")))
+	}
+	w := workload.Config{Name: workload.MemDirty, WSSBytes: wss, PagesPerSec: c.Int("rate"), BytesPerPage: c.Int("bpp"), HotFraction: 1, HotWeight: 1}
+	if err := w.Validate(); err != nil {
+		return withCode(ExitUsage, fmt.Errorf("--rate/--bpp: %w", err))
+	}
+	if c.Duration("max-time") < 10*time.Second {
+		return withCode(ExitUsage, fmt.Errorf("--max-time %s: want at least 10s", c.Duration("max-time")))
+	}
+	link, err := wanlink.ParseConfig(c.String("wan-bandwidth"), c.String("wan-rtt"), "0s")
+	if err != nil {
+		return withCode(ExitUsage, fmt.Errorf("--wan-*: %w", err))
+	}
+	switch c.String("accel") {
+	case "auto", lab.AccelKVM, lab.AccelTCG:
+	default:
+		return withCode(ExitUsage, fmt.Errorf("--accel %q: want auto, kvm or tcg", c.String("accel")))
+	}
+	out := c.String("out")
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		return withCode(ExitUsage, fmt.Errorf("--out: %w", err))
+	}
+	gopts := guest.BuildOptions{CacheDir: guestCache(c), Log: e.stderr}
+	img, err := guest.Find(e.ctx, gopts)
+	if err != nil {
+		fmt.Fprintln(e.stderr, "vmigrate: building the guest image (once; it is cached in "+gopts.CacheDir+")")
+		if img, err = guest.Build(e.ctx, gopts); err != nil {
+			return err
+		}
+	}
+	start := time.Now()
+	res, err := scenarios.Native(e.ctx, scenarios.NativeOptions{
+		Image: img, MemBytes: mem, Workload: w, Bodies: bodies, Configs: configs, Link: link, Repeat: c.Int("repeat"),
+		MaxTime: c.Duration("max-time"), Accel: c.String("accel"), QEMU: c.String("qemu"), CacheDir: cacheDir(c), Log: e.log,
+		Each: func(r scenarios.NativeRun) {
+			status := "verified"
+			switch {
+			case r.Error != "":
+				status = "FAILED: " + r.Error
+			case r.Forced:
+				status = "forced, verified"
+			}
+			fmt.Fprintf(e.stderr, "native: %-6s %-14s run %d: %.1f MiB on the wire, %.1f s, downtime %d ms (observed %d): %s\n",
+				r.Body, r.Config, r.Rep, float64(r.WireBytes)/(1<<20), float64(r.TotalMS)/1000, r.DowntimeMS, r.ObservedMS, status)
+		},
+	})
+	if err != nil {
+		return err
+	}
+	if err := scenarios.WriteNativeReport(out, res, reportHeader(c, start)); err != nil {
+		return err
+	}
+	if c.Bool("json") {
+		return writeJSON(e.stdout, res)
+	}
+	fmt.Fprint(e.stdout, res.Markdown())
+	fmt.Fprintf(e.stdout, "\nwrote %s and %s\n", filepath.Join(out, "native.json"), filepath.Join(out, "native.md"))
+	return nil
+}
