@@ -1,6 +1,7 @@
 package command
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -117,6 +118,13 @@ func benchNativeAction(c *cli.Context) error {
 			return err
 		}
 	}
+	// Each run is appended as it ends, so that an interrupted bench keeps
+	// what it measured.
+	runs, err := os.Create(filepath.Join(out, "native-runs.jsonl"))
+	if err != nil {
+		return err
+	}
+	defer runs.Close()
 	start := time.Now()
 	res, err := scenarios.Native(e.ctx, scenarios.NativeOptions{
 		Image: img, MemBytes: mem, Workload: w, Bodies: bodies, Configs: configs, Link: link, Repeat: c.Int("repeat"),
@@ -128,6 +136,9 @@ func benchNativeAction(c *cli.Context) error {
 				status = "FAILED: " + r.Error
 			case r.Forced:
 				status = "forced, verified"
+			}
+			if b, err := json.Marshal(r); err == nil {
+				runs.Write(append(b, '\n'))
 			}
 			fmt.Fprintf(e.stderr, "native: %-6s %-14s run %d: %.1f MiB on the wire, %.1f s, downtime %d ms (observed %d): %s\n",
 				r.Body, r.Config, r.Rep, float64(r.WireBytes)/(1<<20), float64(r.TotalMS)/1000, r.DowntimeMS, r.ObservedMS, status)

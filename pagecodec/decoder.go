@@ -329,7 +329,7 @@ func (d *decoder) unzstd(dst, src []byte) error {
 	if d.zr == nil {
 		d.zfeed = &zstdFeed{}
 		zr, err := zstd.NewReader(d.zfeed, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(zstdWindow),
-			zstd.WithDecoderMaxMemory(zstdWindow+2*zstdBlock), zstd.WithDecoderLowmem(true))
+			zstd.WithDecoderMaxMemory(zstdWindow+2*zstdBlock))
 		if err != nil {
 			return err
 		}

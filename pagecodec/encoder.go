@@ -388,7 +388,7 @@ func (e *encoder) zstd(data []byte) error {
 	e.zBuf.Reset()
 	if e.zw == nil {
 		zw, err := zstd.NewWriter(&e.zBuf, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithWindowSize(zstdWindow),
-			zstd.WithEncoderConcurrency(1), zstd.WithEncoderCRC(false), zstd.WithZeroFrames(true), zstd.WithLowerEncoderMem(true))
+			zstd.WithEncoderConcurrency(1), zstd.WithEncoderCRC(false), zstd.WithZeroFrames(true))
 		if err != nil {
 			return fmt.Errorf("pagecodec: zstd: %w", err)
 		}

@@ -17,6 +17,7 @@ import "github.com/vmigrate/vmigrate/migstream"
 type store struct {
 	capacity int32
 	chunks   [][]byte // chunkPages pages each
+	mem      *chunkMem
 	owner    []uint64 // the key of the page in each slot
 	state    []uint8  // slotFree, slotUsed, slotUsed|slotRef
 	byKey    map[uint64]int32
@@ -46,7 +47,9 @@ const (
 )
 
 func newStore(capacity int32) *store {
-	return &store{capacity: capacity, byKey: make(map[uint64]int32)}
+	st := &store{capacity: capacity, byKey: make(map[uint64]int32)}
+	st.mem = newChunkMem(st)
+	return st
 }
 
 // page is the contents of slot s.
@@ -96,7 +99,7 @@ func (st *store) alloc() int32 {
 		s := st.next
 		st.next++
 		if int(s/chunkPages) == len(st.chunks) {
-			st.chunks = append(st.chunks, make([]byte, chunkPages*migstream.PageSize))
+			st.chunks = append(st.chunks, st.mem.alloc())
 		}
 		st.owner = append(st.owner, 0)
 		st.state = append(st.state, 0)
