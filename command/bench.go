@@ -10,9 +10,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/vmigrate/vmigrate/guest"
 	"github.com/vmigrate/vmigrate/guest/workload"
-	"github.com/vmigrate/vmigrate/lab"
 	"github.com/vmigrate/vmigrate/scenarios"
 	"github.com/vmigrate/vmigrate/wanlink"
 )
@@ -57,11 +55,9 @@ Needs root; with the defaults about an hour.`,
 
 func benchNativeAction(c *cli.Context) error {
 	e := getEnv(c)
-	if os.Geteuid() != 0 {
-		return withCode(ExitUsage, lab.ErrNotRoot)
-	}
-	if c.Args().Len() > 0 {
-		return withCode(ExitUsage, fmt.Errorf("bench native takes no arguments (got %q)", c.Args().First()))
+	mem, err := experimentFlags(c, "bench native")
+	if err != nil {
+		return err
 	}
 	var bodies []string
 	for _, b := range strings.Split(c.String("bodies"), ",") {
@@ -79,13 +75,6 @@ func benchNativeAction(c *cli.Context) error {
 		}
 		configs = append(configs, cf)
 	}
-	if c.Int("repeat") < 1 || c.Int("repeat") > 100 {
-		return withCode(ExitUsage, fmt.Errorf("--repeat %d: want 1 to 100", c.Int("repeat")))
-	}
-	mem, err := workload.ParseSize(c.String("mem"))
-	if err != nil || mem < 128<<20 || mem%(1<<20) != 0 {
-		return withCode(ExitUsage, fmt.Errorf("--mem %q: want a whole number of MiB, at least 128M", c.String("mem")))
-	}
 	wss, err := workload.ParseSize(c.String("wss"))
 	if err != nil || wss < 1<<20 || wss%4096 != 0 || wss > mem*3/4 {
 		return withCode(ExitUsage, fmt.Errorf("--wss %q: want a multiple of 4K from 1M to three quarters of --mem", c.String("wss")))
@@ -101,22 +90,9 @@ func benchNativeAction(c *cli.Context) error {
 	if err != nil {
 		return withCode(ExitUsage, fmt.Errorf("--wan-*: %w", err))
 	}
-	switch c.String("accel") {
-	case "auto", lab.AccelKVM, lab.AccelTCG:
-	default:
-		return withCode(ExitUsage, fmt.Errorf("--accel %q: want auto, kvm or tcg", c.String("accel")))
-	}
-	out := c.String("out")
-	if err := os.MkdirAll(out, 0o755); err != nil {
-		return withCode(ExitUsage, fmt.Errorf("--out: %w", err))
-	}
-	gopts := guest.BuildOptions{CacheDir: guestCache(c), Log: e.stderr}
-	img, err := guest.Find(e.ctx, gopts)
+	out, img, err := experimentSetup(c)
 	if err != nil {
-		fmt.Fprintln(e.stderr, "vmigrate: building the guest image (once; it is cached in "+gopts.CacheDir+")")
-		if img, err = guest.Build(e.ctx, gopts); err != nil {
-			return err
-		}
+		return err
 	}
 	// Each run is appended as it ends, so that an interrupted bench keeps
 	// what it measured.

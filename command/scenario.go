@@ -58,14 +58,9 @@ them) into --out. Needs root; about 10 minutes with the defaults.`,
 
 func laiAction(c *cli.Context) error {
 	e := getEnv(c)
-	if os.Geteuid() != 0 {
-		return withCode(ExitUsage, lab.ErrNotRoot)
-	}
-	if c.Args().Len() > 0 {
-		return withCode(ExitUsage, fmt.Errorf("scenario lai takes no arguments (got %q)", c.Args().First()))
-	}
-	if c.Int("repeat") < 1 || c.Int("repeat") > 100 {
-		return withCode(ExitUsage, fmt.Errorf("--repeat %d: want 1 to 100", c.Int("repeat")))
+	mem, err := experimentFlags(c, "scenario lai")
+	if err != nil {
+		return err
 	}
 	var modes []string
 	for _, m := range strings.Split(c.String("modes"), ",") {
@@ -75,10 +70,6 @@ func laiAction(c *cli.Context) error {
 		}
 		modes = append(modes, m)
 	}
-	mem, err := workload.ParseSize(c.String("mem"))
-	if err != nil || mem < 128<<20 || mem%(1<<20) != 0 {
-		return withCode(ExitUsage, fmt.Errorf("--mem %q: want a whole number of MiB, at least 128M", c.String("mem")))
-	}
 	size, err := workload.ParseSize(c.String("os-size"))
 	if err != nil || size < 1<<30 || size%(1<<20) != 0 {
 		return withCode(ExitUsage, fmt.Errorf("--os-size %q: want a whole number of MiB, at least 1G", c.String("os-size")))
@@ -87,23 +78,9 @@ func laiAction(c *cli.Context) error {
 	if err != nil {
 		return withCode(ExitUsage, fmt.Errorf("--wan-*: %w", err))
 	}
-	switch c.String("accel") {
-	case "auto", lab.AccelKVM, lab.AccelTCG:
-	default:
-		return withCode(ExitUsage, fmt.Errorf("--accel %q: want auto, kvm or tcg", c.String("accel")))
-	}
-	out := c.String("out")
-	if err := os.MkdirAll(out, 0o755); err != nil {
-		return withCode(ExitUsage, fmt.Errorf("--out: %w", err))
-	}
-
-	gopts := guest.BuildOptions{CacheDir: guestCache(c), Log: e.stderr}
-	img, err := guest.Find(e.ctx, gopts)
+	out, img, err := experimentSetup(c)
 	if err != nil {
-		fmt.Fprintln(e.stderr, "vmigrate: building the guest image (once; it is cached in "+gopts.CacheDir+")")
-		if img, err = guest.Build(e.ctx, gopts); err != nil {
-			return err
-		}
+		return err
 	}
 	osi, err := lab.BuildOSImages(e.ctx, lab.OSImageOptions{CacheDir: cacheDir(c), Size: size, Log: e.stderr})
 	if err != nil {
@@ -136,6 +113,46 @@ func laiAction(c *cli.Context) error {
 	fmt.Fprint(e.stdout, res.Markdown())
 	fmt.Fprintf(e.stdout, "\nwrote %s and %s\n", filepath.Join(out, "lai.json"), filepath.Join(out, "lai.md"))
 	return nil
+}
+
+// experimentSetup checks --accel, makes --out and finds (or builds) the
+// guest image: what every experiment does after reading its own flags.
+func experimentSetup(c *cli.Context) (out string, img guest.Image, err error) {
+	e := getEnv(c)
+	switch c.String("accel") {
+	case "auto", lab.AccelKVM, lab.AccelTCG:
+	default:
+		return "", img, withCode(ExitUsage, fmt.Errorf("--accel %q: want auto, kvm or tcg", c.String("accel")))
+	}
+	out = c.String("out")
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		return "", img, withCode(ExitUsage, fmt.Errorf("--out: %w", err))
+	}
+	gopts := guest.BuildOptions{CacheDir: guestCache(c), Log: e.stderr}
+	if img, err = guest.Find(e.ctx, gopts); err != nil {
+		fmt.Fprintln(e.stderr, "vmigrate: building the guest image (once; it is cached in "+gopts.CacheDir+")")
+		img, err = guest.Build(e.ctx, gopts)
+	}
+	return out, img, err
+}
+
+// experimentFlags reads what every experiment checks first: root, no
+// arguments, --repeat and --mem.
+func experimentFlags(c *cli.Context, name string) (mem int64, err error) {
+	if os.Geteuid() != 0 {
+		return 0, withCode(ExitUsage, lab.ErrNotRoot)
+	}
+	if c.Args().Len() > 0 {
+		return 0, withCode(ExitUsage, fmt.Errorf("%s takes no arguments (got %q)", name, c.Args().First()))
+	}
+	if c.Int("repeat") < 1 || c.Int("repeat") > 100 {
+		return 0, withCode(ExitUsage, fmt.Errorf("--repeat %d: want 1 to 100", c.Int("repeat")))
+	}
+	mem, err = workload.ParseSize(c.String("mem"))
+	if err != nil || mem < 128<<20 || mem%(1<<20) != 0 {
+		return 0, withCode(ExitUsage, fmt.Errorf("--mem %q: want a whole number of MiB, at least 128M", c.String("mem")))
+	}
+	return mem, nil
 }
 
 // reportHeader says how a report was made: the command, when, on what.

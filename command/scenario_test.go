@@ -79,3 +79,73 @@ func TestScenarioLaiBadFlags(t *testing.T) {
 		t.Errorf("a refused run made --out: %v", err)
 	}
 }
+
+func TestBenchNativeBadFlags(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("the flags are checked after the root check")
+	}
+	out := filepath.Join(t.TempDir(), "never")
+	for _, args := range [][]string{
+		{"--bodies", "random,json"},
+		{"--configs", "qemu-default,multifd-zstd99"},
+		{"--configs", "vmigrate-best"},
+		{"--repeat", "0"},
+		{"--mem", "100M"},
+		{"--wss", "1G"},
+		{"--bpp", "0"},
+		{"--max-time", "1s"},
+		{"--wan-rtt", "soon"},
+		{"--accel", "hvf"},
+	} {
+		code, stdout, stderr := vmigrate(t, append([]string{"bench", "native", "--out", out}, args...)...)
+		if code != ExitUsage || stdout != "" || !strings.Contains(stderr, "vmigrate: ") {
+			t.Errorf("%v: exit %d, stdout %q, stderr %q", args, code, stdout, stderr)
+		}
+	}
+	if _, err := os.Stat(out); !os.IsNotExist(err) {
+		t.Errorf("a refused bench made --out: %v", err)
+	}
+}
+
+// A short bench: QEMU's default, multifd with zstd (several connections
+// through the link) and vmigrate's codec, one round on a small guest; each
+// run verified, the report written with both sides' best.
+func TestBenchNative(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the lab three times")
+	}
+	labtest.Image(t)
+	out := t.TempDir()
+	code, stdout, stderr := vmigrate(t, "bench", "native", "--bodies", "text", "--configs", "qemu-default,multifd-zstd1,vmigrate-auto",
+		"--repeat", "1", "--mem", "256M", "--wss", "32M", "--rate", "1000", "--wan-bandwidth", "1gbit", "--wan-rtt", "2ms",
+		"--max-time", "60s", "--accel", "tcg", "--out", out)
+	if code != ExitOK {
+		t.Fatalf("bench native: exit %d: %s", code, stderr)
+	}
+	var res scenarios.NativeResult
+	b, err := os.ReadFile(filepath.Join(out, "native.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &res); err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Runs) != 3 {
+		t.Fatalf("%d runs", len(res.Runs))
+	}
+	for _, r := range res.Runs {
+		if r.Error != "" || !r.Verified || r.WireBytes == 0 || r.CPU == nil || r.CPU.SrcQEMUMs == 0 {
+			t.Errorf("%s: error %q, verified %v, %d wire bytes, cpu %+v", r.Config, r.Error, r.Verified, r.WireBytes, r.CPU)
+		}
+		if r.Config == "multifd-zstd1" && (r.Result == nil || r.Result.StreamBytesSource != "link") {
+			t.Errorf("multifd run did not go through the link path: %+v", r.Result)
+		}
+	}
+	lines, err := os.ReadFile(filepath.Join(out, "native-runs.jsonl"))
+	if err != nil || strings.Count(string(lines), "\n") != 3 {
+		t.Errorf("native-runs.jsonl: %v, %d lines", err, strings.Count(string(lines), "\n"))
+	}
+	if !strings.Contains(stdout, "| text | ") || !strings.Contains(stdout, "best QEMU") {
+		t.Errorf("stdout:\n%s", stdout)
+	}
+}

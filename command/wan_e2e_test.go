@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"os"
 	"path/filepath"
 	"testing"
 
@@ -13,6 +11,7 @@ import (
 	"github.com/vmigrate/vmigrate/lab"
 	"github.com/vmigrate/vmigrate/lab/labtest"
 	"github.com/vmigrate/vmigrate/migrate"
+	"github.com/vmigrate/vmigrate/scenarios"
 )
 
 // Two hosts' worth of commands on one machine: `vmigrate tunnel dest` in
@@ -105,43 +104,10 @@ func TestRunDiskThroughTunnelPeerWithIndex(t *testing.T) {
 	if c.Unit != 4096 || c.AnnouncedKeys == 0 || c.Ref.Bytes < c.PayloadBytes*7/10 || c.EncodedBytes > c.PayloadBytes/4 {
 		t.Errorf("unit %d, %d keys: %d of %d payload bytes as references, %d on the channel", c.Unit, c.AnnouncedKeys, c.Ref.Bytes, c.PayloadBytes, c.EncodedBytes)
 	}
-	if off, err := firstDiffer(l.SrcDisk, l.DstDisk); err != nil || off >= 0 {
+	if off, err := scenarios.CompareImages(l.SrcDisk, l.DstDisk); err != nil || off >= 0 {
 		t.Errorf("the destination's image differs from the source's at byte %d (%v)", off, err)
 	}
 	if code, stderr := stopDest(); code != ExitOK {
 		t.Errorf("tunnel dest: exit %d: %s", code, stderr)
-	}
-}
-
-// firstDiffer compares two files; -1 when they are equal.
-func firstDiffer(a, b string) (int64, error) {
-	fa, err := os.Open(a)
-	if err != nil {
-		return 0, err
-	}
-	defer fa.Close()
-	fb, err := os.Open(b)
-	if err != nil {
-		return 0, err
-	}
-	defer fb.Close()
-	ba, bb := make([]byte, 1<<20), make([]byte, 1<<20)
-	var off int64
-	for {
-		na, ea := io.ReadFull(fa, ba)
-		nb, eb := io.ReadFull(fb, bb)
-		n := min(na, nb)
-		for i := 0; i < n; i++ {
-			if ba[i] != bb[i] {
-				return off + int64(i), nil
-			}
-		}
-		if na != nb {
-			return off + int64(n), nil
-		}
-		off += int64(n)
-		if ea != nil || eb != nil {
-			return -1, nil
-		}
 	}
 }

@@ -213,7 +213,7 @@ func Demo(ctx context.Context, o DemoOptions) (DemoResult, error) {
 		return res, err
 	}
 	if o.CompareDisks && o.DiskBytes+fileSize(o.DiskImage) > 0 {
-		off, err := compareImages(l.SrcDisk, l.DstDisk)
+		off, err := CompareImages(l.SrcDisk, l.DstDisk)
 		switch {
 		case err != nil:
 			res.DiskDiffer = err.Error()
@@ -247,8 +247,8 @@ func fileSize(p string) int64 {
 	return fi.Size()
 }
 
-// compareImages returns the first offset where two images differ, or -1.
-func compareImages(a, b string) (int64, error) { return compareImagesFrom(a, b, 0) }
+// CompareImages returns the first offset where two images differ, or -1.
+func CompareImages(a, b string) (int64, error) { return compareImagesFrom(a, b, 0) }
 
 // compareImagesFrom compares two images from byte from on.
 func compareImagesFrom(a, b string, from int64) (int64, error) {
