@@ -2,6 +2,7 @@ package pagecodec
 
 import (
 	"runtime"
+	"sync"
 	"syscall"
 )
 
@@ -15,19 +16,26 @@ const chunkBytes = chunkPages * pageSize
 // lab's nested-virtualised host). Mappings are unmapped when the store
 // that owns them is unreachable; nothing but the store holds their pages
 // past its own life (pages are copied out).
-type chunkMem struct{ maps [][]byte }
+type chunkMem struct {
+	mu   sync.Mutex
+	maps [][]byte
+}
 
 // alloc returns a zeroed chunk, from a mapping or, if mmap fails, the heap.
 func (m *chunkMem) alloc() []byte {
-	b, err := syscall.Mmap(-1, 0, chunkBytes, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_PRIVATE|syscall.MAP_ANON|syscall.MAP_POPULATE)
+	b, err := mapChunk()
 	if err != nil {
 		return make([]byte, chunkBytes)
 	}
+	m.mu.Lock()
 	m.maps = append(m.maps, b)
+	m.mu.Unlock()
 	return b
 }
 
 func (m *chunkMem) release() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	for _, b := range m.maps {
 		syscall.Munmap(b)
 	}
@@ -35,7 +43,7 @@ func (m *chunkMem) release() {
 }
 
 // newChunkMem returns the chunk memory of st, released when st is
-// unreachable.
+// unreachable (or by store.release, when its stream ends).
 func newChunkMem(st *store) *chunkMem {
 	m := &chunkMem{}
 	runtime.AddCleanup(st, func(m *chunkMem) { m.release() }, m)

@@ -133,6 +133,9 @@ func (c *Codec) encode(dst io.Writer, src io.Reader, seeds <-chan *seedIndex) er
 	}
 	var err error
 	cpu := threadCPU(func() { err = e.encode(src) })
+	if e.st != nil {
+		e.st.release()
+	}
 	e.stats.CPU = cpu
 	e.stats.Streams = 1
 	c.mu.Lock()
@@ -145,7 +148,10 @@ func (c *Codec) encode(dst io.Writer, src io.Reader, seeds <-chan *seedIndex) er
 // Decode reads an encoded stream from src until it ends and writes the
 // QEMU stream to dst. A stream that breaks the format is a *CorruptError.
 func (c *Codec) Decode(dst io.Writer, src io.Reader) error {
-	_, err := c.decode(dst, src, nil)
+	d, err := c.decode(dst, src, nil)
+	if d.st != nil {
+		d.st.release()
+	}
 	return err
 }
 
@@ -229,17 +235,23 @@ func (d *destEnd) ToPeer(dst io.Writer, src io.Reader) error {
 
 func (d *destEnd) ToLocal(dst io.Writer, src io.Reader) error {
 	dec, err := d.c.decode(dst, src, d.load())
-	if path := d.c.cfg.SeedFile; path != "" && dec.st != nil {
+	if dec.st == nil {
+		return err
+	}
+	if path := d.c.cfg.SeedFile; path != "" {
 		d.c.saves.Add(1)
 		go func() { // ends when the file is written; Close waits for it
 			defer d.c.saves.Done()
+			defer dec.st.release()
 			if err := saveSeeds(path, dec.st, d.seeds); err != nil {
 				d.c.mu.Lock()
 				d.c.seedErr = err
 				d.c.mu.Unlock()
 			}
 		}()
+		return err
 	}
+	dec.st.release()
 	return err
 }
 

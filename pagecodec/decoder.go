@@ -328,8 +328,10 @@ func (f *zstdFeed) Read(p []byte) (int, error) {
 func (d *decoder) unzstd(dst, src []byte) error {
 	if d.zr == nil {
 		d.zfeed = &zstdFeed{}
+		// Not low-memory: a history of twice the window, moved down every
+		// 8 MiB rather than every 1 MiB.
 		zr, err := zstd.NewReader(d.zfeed, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(zstdWindow),
-			zstd.WithDecoderMaxMemory(zstdWindow+2*zstdBlock))
+			zstd.WithDecoderLowmem(false))
 		if err != nil {
 			return err
 		}

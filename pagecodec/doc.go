@@ -57,6 +57,7 @@
 // unknown opcode, a length past its bound, a reference to an empty slot or
 // with the wrong digest, a delta without a base or out of bounds, a
 // compressed page that does not give exactly one page (zstd blocks that
-// give more leave the surplus to the next page-zstd), a page
+// give more leave the surplus, less than a page, to the next page-zstd),
+// a page
 // before the cache size, a cache larger than its own limit.
 package pagecodec

@@ -48,15 +48,12 @@ const (
 	deltaLimit = pageSize / 2
 	// zstdWindow is the history of the stream's zstd frame: the first
 	// copies of the last 8 MiB of pages sent with page-zstd. The decoder
-	// keeps as much (and refuses a frame that asks for more).
+	// refuses a frame that asks for more.
 	zstdWindow = 8 << 20
 	// zstdPageMax bounds one page-zstd operation's data: a page zstd
 	// cannot shrink goes as a raw block (3 bytes of header), and the
 	// first carries the frame header (at most 18 bytes).
 	zstdPageMax = pageSize + 64
-	// zstdBlock is zstd's largest block: the decoder's buffers beyond the
-	// window.
-	zstdBlock = 128 << 10
 	// litFlush sends pending literal bytes once they reach this size.
 	litFlush  = 64 << 10
 	outBuffer = 256 << 10

@@ -20,16 +20,19 @@ import (
 // dest end announces them on the channel's return direction, before any
 // byte of QEMU's return path:
 //
-//	"VMPA" u8 version (1)  uvarint count  count x (be32 CRC-32C, 16 bytes of BLAKE3)
+//	"VMPA" u8 version (the codec's, 3)  uvarint count  count x (be32 CRC-32C, 16 bytes of BLAKE3)
 //
 // and the encoder sends a page it finds there as page-seed (slot number in
 // the announcement), after checking the page's BLAKE3 against the
-// announced one. The seed file is "VMPS", a version byte, be32 count and
-// the pages.
+// announced one. The seed file is "VMPS", a version byte (seedFileVersion,
+// which does not follow the codec's: the file's format has not changed
+// since version 2), be32 count and the pages.
 const (
-	announceMagic = "VMPA"
-	seedMagic     = "VMPS"
-	seedSumLen    = 16
+	// seedFileVersion is the seed file's format version.
+	seedFileVersion = 2
+	announceMagic   = "VMPA"
+	seedMagic       = "VMPS"
+	seedSumLen      = 16
 	// maxAnnounce bounds an announcement: 64 GiB of pages. A dest end
 	// with more seeds announces the first maxAnnounce.
 	maxAnnounce = 1 << 24
@@ -72,7 +75,7 @@ func loadSeeds(path string, maxPages int64) (*seedPages, error) {
 	defer f.Close()
 	r := bufio.NewReader(f)
 	var head [len(seedMagic) + 1 + 4]byte
-	if _, err := io.ReadFull(r, head[:]); err != nil || string(head[:4]) != seedMagic || head[4] != version {
+	if _, err := io.ReadFull(r, head[:]); err != nil || string(head[:4]) != seedMagic || head[4] != seedFileVersion {
 		return nil, fmt.Errorf("seed file %s: not a vmigrate seed file", path)
 	}
 	n := int64(binary.BigEndian.Uint32(head[5:]))
@@ -115,7 +118,7 @@ func saveSeeds(path string, st *store, old *seedPages) error {
 		keep = int(min(int64(len(old.pages)), max(int64(st.capacity)-n, 0)))
 	}
 	w.WriteString(seedMagic)
-	w.WriteByte(version)
+	w.WriteByte(seedFileVersion)
 	binary.Write(w, binary.BigEndian, uint32(n)+uint32(keep))
 	for s := int32(0); s < st.next; s++ {
 		if st.state[s] != 0 {

@@ -52,6 +52,14 @@ func newStore(capacity int32) *store {
 	return st
 }
 
+// release unmaps the store's chunks at once, when its stream has ended
+// (the cleanup would otherwise do it at the next GC). The store must not
+// be used afterwards.
+func (st *store) release() {
+	st.chunks = nil
+	st.mem.release()
+}
+
 // page is the contents of slot s.
 func (st *store) page(s int32) []byte {
 	c := st.chunks[s/chunkPages]
