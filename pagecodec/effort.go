@@ -19,7 +19,7 @@ const (
 	EffortFast
 	// EffortLZ4 compresses them with LZ4.
 	EffortLZ4
-	// EffortMax compresses pages LZ4 can shrink with zstd, as blocks of
+	// EffortMax compresses every page no delta covers with zstd, as blocks of
 	// one frame per stream whose window holds the pages compressed before:
 	// what pages share is sent once (a fifth of LZ4's bytes on the lab's
 	// text body), at about three times LZ4's CPU.
