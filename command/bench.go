@@ -49,6 +49,19 @@ Needs root; with the defaults about an hour.`,
 				},
 				Action: benchNativeAction,
 			},
+			{
+				Name:      "report",
+				Usage:     "write native.json and native.md from the runs of one or more benches (native-runs.jsonl), e.g. of an interrupted one",
+				ArgsUsage: "RUNS.jsonl...",
+				Flags: []cli.Flag{
+					&cli.StringFlag{Name: "out", Value: "results/native", Usage: "where native.json and native.md go"},
+					&cli.StringFlag{Name: "wan-bandwidth", Value: "100mbit", Usage: "the link the runs used, for the report"},
+					&cli.StringFlag{Name: "wan-rtt", Value: "50ms", Usage: "the link the runs used, for the report"},
+					&cli.DurationFlag{Name: "max-time", Value: 150 * time.Second, Usage: "the budget the runs used, for the report"},
+					&cli.BoolFlag{Name: "json", Usage: "print the result as JSON instead of the tables"},
+				},
+				Action: benchReportAction,
+			},
 		},
 	}
 }
@@ -131,5 +144,46 @@ func benchNativeAction(c *cli.Context) error {
 	}
 	fmt.Fprint(e.stdout, res.Markdown())
 	fmt.Fprintf(e.stdout, "\nwrote %s and %s\n", filepath.Join(out, "native.json"), filepath.Join(out, "native.md"))
+	return nil
+}
+
+func benchReportAction(c *cli.Context) error {
+	e := getEnv(c)
+	if c.Args().Len() == 0 {
+		return withCode(ExitUsage, fmt.Errorf("bench report: name one or more native-runs.jsonl files"))
+	}
+	link, err := wanlink.ParseConfig(c.String("wan-bandwidth"), c.String("wan-rtt"), "0s")
+	if err != nil {
+		return withCode(ExitUsage, fmt.Errorf("--wan-*: %w", err))
+	}
+	var runs []scenarios.NativeRun
+	for _, path := range c.Args().Slice() {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return withCode(ExitUsage, err)
+		}
+		for i, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+			var r scenarios.NativeRun
+			if err := json.Unmarshal([]byte(line), &r); err != nil || r.Body == "" || r.Config == "" {
+				return withCode(ExitUsage, fmt.Errorf("%s:%d: not a run of bench native (%v)", path, i+1, err))
+			}
+			runs = append(runs, r)
+		}
+	}
+	var mem int64
+	var w workload.Config
+	if r := runs[0].Result; r != nil {
+		mem, w = r.MemBytes, r.Workload
+		w.Body = ""
+	}
+	res := scenarios.NativeFromRuns(runs, link.String(), mem, w, c.Duration("max-time").String())
+	header := fmt.Sprintf("Runs: %s (vmigrate bench report)  \n\n", strings.Join(c.Args().Slice(), ", "))
+	if err := scenarios.WriteNativeReport(c.String("out"), res, header); err != nil {
+		return err
+	}
+	if c.Bool("json") {
+		return writeJSON(e.stdout, res)
+	}
+	fmt.Fprint(e.stdout, res.Markdown())
 	return nil
 }

@@ -149,3 +149,47 @@ func TestBenchNative(t *testing.T) {
 		t.Errorf("stdout:\n%s", stdout)
 	}
 }
+
+// bench report rebuilds the tables from kept runs, of several files, and
+// refuses a file that is not runs.
+func TestBenchReport(t *testing.T) {
+	dir := t.TempDir()
+	a, b := filepath.Join(dir, "a.jsonl"), filepath.Join(dir, "b.jsonl")
+	runs := func(rs ...scenarios.NativeRun) []byte {
+		var out []byte
+		for _, r := range rs {
+			j, _ := json.Marshal(r)
+			out = append(append(out, j...), '\n')
+		}
+		return out
+	}
+	os.WriteFile(a, runs(
+		scenarios.NativeRun{Body: "text", Config: "multifd-zstd1", Rep: 1, WireBytes: 48 << 20, TotalMS: 4400, Verified: true},
+		scenarios.NativeRun{Body: "text", Config: "vmigrate-max", Rep: 1, WireBytes: 40 << 20, TotalMS: 7500, Verified: true},
+	), 0o644)
+	os.WriteFile(b, runs(scenarios.NativeRun{Body: "files", Config: "vmigrate-max", Rep: 1, WireBytes: 90 << 20, TotalMS: 9000, Verified: true}), 0o644)
+	out := filepath.Join(dir, "out")
+	code, stdout, stderr := vmigrate(t, "bench", "report", "--out", out, "--max-time", "100s", a, b)
+	if code != ExitOK {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	for _, want := range []string{"| text | multifd-zstd1 | 1 | 48 MiB", "| files | vmigrate-max | 1 | 90 MiB", "| text | multifd-zstd1 | vmigrate-max | 0.83x | 1.70x |"} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("stdout lacks %q:\n%s", want, stdout)
+		}
+	}
+	if strings.Contains(stdout, "| files | multifd-zstd1") {
+		t.Errorf("a configuration the body never ran has a row:\n%s", stdout)
+	}
+	if _, err := os.Stat(filepath.Join(out, "native.md")); err != nil {
+		t.Error(err)
+	}
+	bad := filepath.Join(dir, "bad.jsonl")
+	os.WriteFile(bad, []byte("{\"body\":\"text\"}\nnot json\n"), 0o644)
+	if code, _, stderr := vmigrate(t, "bench", "report", "--out", filepath.Join(dir, "never"), bad); code != ExitUsage || !strings.Contains(stderr, "bad.jsonl:1") {
+		t.Errorf("bad runs: exit %d, %s", code, stderr)
+	}
+	if code, _, _ := vmigrate(t, "bench", "report"); code != ExitUsage {
+		t.Errorf("no file: exit %d", code)
+	}
+}

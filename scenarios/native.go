@@ -315,6 +315,25 @@ func nativeRows(runs []NativeRun, bodies, configs []string) []NativeRow {
 	return rows
 }
 
+// NativeFromRuns rebuilds a result from runs kept as they ended (bench
+// native's native-runs.jsonl, possibly of several interrupted or partial
+// benches): bodies and configurations in the order they first appear.
+func NativeFromRuns(runs []NativeRun, link string, mem int64, w workload.Config, maxTime string) NativeResult {
+	var bodies, configs []string
+	for _, r := range runs {
+		if !slices.Contains(bodies, r.Body) {
+			bodies = append(bodies, r.Body)
+		}
+		if !slices.Contains(configs, r.Config) {
+			configs = append(configs, r.Config)
+		}
+	}
+	rows := nativeRows(runs, bodies, configs)
+	// A body may not have run every configuration.
+	rows = slices.DeleteFunc(rows, func(r NativeRow) bool { return r.Runs == 0 && r.Failed == 0 })
+	return NativeResult{Link: link, MemBytes: mem, Workload: w, MaxTime: maxTime, Runs: runs, Rows: rows}
+}
+
 // Best returns, for a body, the best QEMU configuration and the best
 // vmigrate one: fewest wire bytes among the rows that completed every run
 // without being forced (else the fewest bytes at all).
