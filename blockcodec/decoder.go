@@ -12,6 +12,8 @@ import (
 
 	"github.com/pierrec/lz4/v4"
 	"github.com/zeebo/blake3"
+
+	"github.com/vmigrate/vmigrate/internal/iocount"
 )
 
 // CorruptError is an encoded stream the decoder refuses.
@@ -24,37 +26,13 @@ func (e *CorruptError) Error() string {
 	return fmt.Sprintf("blockcodec: corrupt stream at byte %d: %s", e.Offset, e.Reason)
 }
 
-// countReader counts the bytes its reader gave.
-type countReader struct {
-	r io.Reader
-	n int64
-}
-
-func (c *countReader) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	c.n += int64(n)
-	return n, err
-}
-
-// countWriter counts the bytes its writer took.
-type countWriter struct {
-	w io.Writer
-	n int64
-}
-
-func (c *countWriter) Write(p []byte) (int, error) {
-	n, err := c.w.Write(p)
-	c.n += int64(n)
-	return n, err
-}
-
 // decoder rebuilds one stream. Its memory is bounded whatever it reads:
 // the input and output buffers, one unit for a reference and two groups
 // for a compressed one.
 type decoder struct {
-	cr    *countReader
+	cr    *iocount.Reader
 	in    *bufio.Reader
-	cw    *countWriter
+	cw    *iocount.Writer
 	out   *bufio.Writer
 	index Neighbours // nil: references are corrupt
 	unit  int        // from the unit operation; 0 before it
@@ -70,8 +48,8 @@ type decoder struct {
 }
 
 func newDecoder(w io.Writer, r io.Reader, index Neighbours) *decoder {
-	cr := &countReader{r: r}
-	cw := &countWriter{w: w}
+	cr := &iocount.Reader{R: r}
+	cw := &iocount.Writer{W: w}
 	return &decoder{
 		cr:    cr,
 		in:    bufio.NewReaderSize(cr, outBuffer),
@@ -82,7 +60,7 @@ func newDecoder(w io.Writer, r io.Reader, index Neighbours) *decoder {
 }
 
 // offset is how far into the encoded stream the decoder has read.
-func (d *decoder) offset() int64 { return d.cr.n - int64(d.in.Buffered()) }
+func (d *decoder) offset() int64 { return d.cr.N - int64(d.in.Buffered()) }
 
 func (d *decoder) corrupt(format string, args ...any) error {
 	return &CorruptError{Offset: d.opOff, Reason: fmt.Sprintf(format, args...)}
@@ -380,7 +358,7 @@ func (d *decoder) flush() error {
 	if err := d.out.Flush(); err != nil {
 		return err
 	}
-	d.stats.DecodedBytes = d.cw.n
+	d.stats.DecodedBytes = d.cw.N
 	if d.cpu != nil {
 		d.stats.DecodeCPU = d.cpu()
 	}

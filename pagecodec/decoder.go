@@ -12,6 +12,7 @@ import (
 	"github.com/pierrec/lz4/v4"
 	"github.com/zeebo/blake3"
 
+	"github.com/vmigrate/vmigrate/internal/iocount"
 	"github.com/vmigrate/vmigrate/migstream"
 )
 
@@ -25,22 +26,10 @@ func (e *CorruptError) Error() string {
 	return fmt.Sprintf("pagecodec: corrupt stream at byte %d: %s", e.Offset, e.Reason)
 }
 
-// countReader counts the bytes its reader gave.
-type countReader struct {
-	r io.Reader
-	n int64
-}
-
-func (c *countReader) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	c.n += int64(n)
-	return n, err
-}
-
 // decoder rebuilds one stream.
 type decoder struct {
 	maxSlots int64
-	cr       *countReader
+	cr       *iocount.Reader
 	in       *bufio.Reader
 	out      *bufio.Writer
 	st       *store
@@ -58,7 +47,7 @@ type decoder struct {
 }
 
 func newDecoder(w io.Writer, r io.Reader, maxSlots int64) *decoder {
-	cr := &countReader{r: r}
+	cr := &iocount.Reader{R: r}
 	return &decoder{
 		maxSlots: maxSlots,
 		cr:       cr,
@@ -71,7 +60,7 @@ func newDecoder(w io.Writer, r io.Reader, maxSlots int64) *decoder {
 }
 
 // offset is how far into the encoded stream the decoder has read.
-func (d *decoder) offset() int64 { return d.cr.n - int64(d.in.Buffered()) }
+func (d *decoder) offset() int64 { return d.cr.N - int64(d.in.Buffered()) }
 
 func (d *decoder) corrupt(format string, args ...any) error {
 	return &CorruptError{Offset: d.offset(), Reason: fmt.Sprintf(format, args...)}
