@@ -24,16 +24,33 @@ func TestParseAptOutput(t *testing.T) {
 	if got := parseDepends("linux-image-amd64\n  Recommends: firmware\n", "linux-image-"); got != "" {
 		t.Errorf("parseDepends without Depends = %q", got)
 	}
-	policy := "linux-image-6.1.0-56-amd64:\n  Installed: (none)\n  Candidate: 6.1.192-2\n  Version table:\n     6.1.192-2 500\n"
-	if got := parseCandidate(policy); got != "6.1.192-2" {
-		t.Errorf("parseCandidate = %q", got)
-	}
-	if got := parseCandidate("x:\n  Installed: (none)\n  Candidate: (none)\n"); got != "" {
-		t.Errorf("parseCandidate of (none) = %q", got)
+	policy := "linux-image-6.1.0-56-amd64:\n  Installed: (none)\n  Candidate: 6.1.192-2\n  Version table:\n     6.1.192-2 500\n" +
+		"x:\n  Installed: (none)\n  Candidate: (none)\n" +
+		"vim-runtime:\n  Installed: (none)\n  Candidate: 2:9.0.1378-2+deb12u2\n"
+	want := map[string]string{"linux-image-6.1.0-56-amd64": "6.1.192-2", "vim-runtime": "2:9.0.1378-2+deb12u2"}
+	if got := parseCandidates(policy); !reflect.DeepEqual(got, want) {
+		t.Errorf("parseCandidates = %v, want %v (no entry for a (none) candidate)", got, want)
 	}
 	k := kernelPackage{Name: "linux-image-6.1.0-56-amd64", Version: "1:6.1.192-2"}
-	if k.debName() != "linux-image-6.1.0-56-amd64_1%3a6.1.192-2_amd64.deb" || k.release() != "6.1.0-56-amd64" {
-		t.Errorf("debName %q release %q", k.debName(), k.release())
+	if k.release() != "6.1.0-56-amd64" {
+		t.Errorf("release %q", k.release())
+	}
+	dir := t.TempDir()
+	deb := filepath.Join(dir, "linux-image-6.1.0-56-amd64_1%3a6.1.192-2_amd64.deb")
+	all := filepath.Join(dir, "tzdata_2026f-0+deb12u1_all.deb")
+	for _, f := range []string{deb, all} {
+		if err := os.WriteFile(f, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if f, ok := cachedDeb(dir, Package{k.Name, k.Version}); !ok || f != deb {
+		t.Errorf("cachedDeb of the kernel = %q %v", f, ok)
+	}
+	if f, ok := cachedDeb(dir, Package{"tzdata", "2026f-0+deb12u1"}); !ok || f != all {
+		t.Errorf("cachedDeb of an _all package = %q %v", f, ok)
+	}
+	if _, ok := cachedDeb(dir, Package{"tzdata", "2026g"}); ok {
+		t.Error("cachedDeb found another version")
 	}
 }
 

@@ -27,11 +27,6 @@ type kernelPackage struct {
 
 func (k kernelPackage) release() string { return strings.TrimPrefix(k.Name, "linux-image-") }
 
-// debName is the file name apt-get download gives the package.
-func (k kernelPackage) debName() string {
-	return k.Name + "_" + strings.ReplaceAll(k.Version, ":", "%3a") + "_amd64.deb"
-}
-
 // resolveKernel asks apt which kernel package linux-image-amd64 points at;
 // without apt it falls back to the newest kernel .deb already in debDir.
 func resolveKernel(ctx context.Context, debDir string) (kernelPackage, error) {
@@ -57,23 +52,43 @@ func resolveKernel(ctx context.Context, debDir string) (kernelPackage, error) {
 
 func aptKernel(ctx context.Context) (kernelPackage, error) {
 	const fix = "building the guest needs a Debian host with apt: run `apt-get update` (lists missing?) or install apt"
-	deps, err := output(ctx, "apt-cache", "depends", kernelMeta)
+	name, err := KernelPackage(ctx)
+	if err != nil {
+		return kernelPackage{}, fmt.Errorf("guest kernel: %w; %s", err, fix)
+	}
+	cand, err := AptCandidates(ctx, name)
 	if err != nil {
 		return kernelPackage{}, fmt.Errorf("guest kernel: %s: %w", fix, err)
+	}
+	if cand[name] == "" {
+		return kernelPackage{}, fmt.Errorf("guest kernel: apt has no candidate version of %s; %s", name, fix)
+	}
+	return kernelPackage{Name: name, Version: cand[name]}, nil
+}
+
+// KernelPackage names the kernel image package Debian's linux-image-amd64
+// depends on (apt-cache depends): the guest's kernel, and the one the
+// lab's OS images carry.
+func KernelPackage(ctx context.Context) (string, error) {
+	deps, err := output(ctx, "apt-cache", "depends", kernelMeta)
+	if err != nil {
+		return "", err
 	}
 	name := parseDepends(deps, "linux-image-")
 	if name == "" {
-		return kernelPackage{}, fmt.Errorf("guest kernel: apt-cache depends %s names no linux-image package; %s", kernelMeta, fix)
+		return "", fmt.Errorf("apt-cache depends %s names no linux-image package", kernelMeta)
 	}
-	policy, err := output(ctx, "apt-cache", "policy", name)
+	return name, nil
+}
+
+// AptCandidates asks apt-cache policy, once, for the candidate version of
+// each package; a package without one is absent from the map.
+func AptCandidates(ctx context.Context, names ...string) (map[string]string, error) {
+	out, err := output(ctx, "apt-cache", append([]string{"policy"}, names...)...)
 	if err != nil {
-		return kernelPackage{}, fmt.Errorf("guest kernel: %s: %w", fix, err)
+		return nil, err
 	}
-	version := parseCandidate(policy)
-	if version == "" {
-		return kernelPackage{}, fmt.Errorf("guest kernel: apt has no candidate version of %s; %s", name, fix)
-	}
-	return kernelPackage{Name: name, Version: version}, nil
+	return parseCandidates(out), nil
 }
 
 // parseDepends returns the first dependency with the prefix in the output of
@@ -87,14 +102,22 @@ func parseDepends(out, prefix string) string {
 	return ""
 }
 
-// parseCandidate returns the candidate version in the output of apt-cache policy.
-func parseCandidate(out string) string {
+// parseCandidates reads the output of apt-cache policy for one or more
+// packages: a "NAME:" line opens each package's section, whose
+// "Candidate:" line gives its version ("(none)": no version).
+func parseCandidates(out string) map[string]string {
+	cand := map[string]string{}
+	name := ""
 	for _, line := range strings.Split(out, "\n") {
-		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "Candidate: "); ok && v != "(none)" {
-			return v
+		if line != "" && line[0] != ' ' && strings.HasSuffix(line, ":") {
+			name = strings.TrimSuffix(line, ":")
+			continue
+		}
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "Candidate: "); ok && v != "(none)" && name != "" {
+			cand[name] = v
 		}
 	}
-	return ""
+	return cand
 }
 
 // fetchKernelDeb returns the package's .deb in debDir, downloading it once.
@@ -102,31 +125,68 @@ func fetchKernelDeb(ctx context.Context, k kernelPackage, debDir string, log io.
 	if k.Deb != "" {
 		return k.Deb, nil
 	}
-	deb := filepath.Join(debDir, k.debName())
-	if _, err := os.Stat(deb); err == nil {
-		return deb, nil
-	}
-	if err := os.MkdirAll(debDir, 0o755); err != nil {
-		return "", fmt.Errorf("guest kernel download: %w", err)
-	}
-	tmp, err := os.MkdirTemp(debDir, ".download-")
+	debs, err := FetchDebs(ctx, debDir, []Package{{k.Name, k.Version}}, log)
 	if err != nil {
 		return "", fmt.Errorf("guest kernel download: %w", err)
 	}
-	defer os.RemoveAll(tmp)
-	fmt.Fprintf(log, "guest: downloading %s %s\n", k.Name, k.Version)
-	// Running as root, apt would drop to _apt, which cannot write into tmp.
-	if err := run(ctx, tmp, "apt-get", "download", "-q", "-o", "APT::Sandbox::User=root", k.Name+"="+k.Version); err != nil {
-		return "", fmt.Errorf("guest kernel download: cannot fetch %s from the Debian mirror; check network access and run `apt-get update`: %w", k.Name, err)
+	return debs[k.Name], nil
+}
+
+// Package is a Debian package at a version.
+type Package struct{ Name, Version string }
+
+// cachedDeb is the package's .deb in debDir, if it is there: the file name
+// apt-get download gives it, for this architecture or for all.
+func cachedDeb(debDir string, p Package) (string, bool) {
+	base := filepath.Join(debDir, p.Name+"_"+strings.ReplaceAll(p.Version, ":", "%3a"))
+	for _, f := range []string{base + "_amd64.deb", base + "_all.deb"} {
+		if _, err := os.Stat(f); err == nil {
+			return f, true
+		}
 	}
-	got, _ := filepath.Glob(filepath.Join(tmp, k.Name+"_*.deb"))
-	if len(got) != 1 {
-		return "", fmt.Errorf("guest kernel download: apt-get download left %d .deb files", len(got))
+	return "", false
+}
+
+// FetchDebs returns each package's .deb in debDir, by name, downloading
+// the missing ones in one apt-get download (into a temporary directory,
+// then moved in, so that debDir never holds a partial file).
+func FetchDebs(ctx context.Context, debDir string, pkgs []Package, log io.Writer) (map[string]string, error) {
+	var missing []string
+	for _, p := range pkgs {
+		if _, ok := cachedDeb(debDir, p); !ok {
+			missing = append(missing, p.Name+"="+p.Version)
+		}
 	}
-	if err := os.Rename(got[0], deb); err != nil {
-		return "", fmt.Errorf("guest kernel download: %w", err)
+	if len(missing) > 0 {
+		if err := os.MkdirAll(debDir, 0o755); err != nil {
+			return nil, err
+		}
+		tmp, err := os.MkdirTemp(debDir, ".download-")
+		if err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(tmp)
+		fmt.Fprintf(log, "downloading %s\n", strings.Join(missing, " "))
+		// Running as root, apt would drop to _apt, which cannot write into tmp.
+		if err := run(ctx, tmp, "apt-get", append([]string{"download", "-q", "-o", "APT::Sandbox::User=root"}, missing...)...); err != nil {
+			return nil, fmt.Errorf("cannot fetch %s from the Debian mirror; check network access and run `apt-get update`: %w", strings.Join(missing, " "), err)
+		}
+		got, _ := filepath.Glob(filepath.Join(tmp, "*.deb"))
+		for _, g := range got {
+			if err := os.Rename(g, filepath.Join(debDir, filepath.Base(g))); err != nil {
+				return nil, err
+			}
+		}
 	}
-	return deb, nil
+	debs := make(map[string]string, len(pkgs))
+	for _, p := range pkgs {
+		f, ok := cachedDeb(debDir, p)
+		if !ok {
+			return nil, fmt.Errorf("apt-get download left no .deb of %s %s", p.Name, p.Version)
+		}
+		debs[p.Name] = f
+	}
+	return debs, nil
 }
 
 // readStaticBusybox reads busybox and checks it is statically linked: the

@@ -1,7 +1,6 @@
 package lab
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -15,6 +14,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+
+	"github.com/vmigrate/vmigrate/guest"
 )
 
 // An OS image is what a fresh Debian install leaves on a VM's disk, made
@@ -41,9 +42,6 @@ var osPackages = []string{
 
 // osOwnPackages are each variant's own: installed on one VM only.
 var osOwnPackages = [2][]string{{"vim-runtime"}, {"locales"}}
-
-// osKernelMeta names the kernel package both images carry.
-const osKernelMeta = "linux-image-amd64"
 
 // osImageFormat changes whenever the way images are built changes, so
 // that cached images of an older builder are not reused.
@@ -117,9 +115,13 @@ func BuildOSImages(ctx context.Context, o OSImageOptions) (OSImages, error) {
 		}
 	}
 	debDir := filepath.Join(o.CacheDir, "debs")
-	debs, err := fetchDebs(ctx, pkgs, debDir, o.Log)
+	want := make([]guest.Package, len(pkgs))
+	for i, p := range pkgs {
+		want[i] = guest.Package{Name: p.Name, Version: p.Version}
+	}
+	debs, err := guest.FetchDebs(ctx, debDir, want, o.Log)
 	if err != nil {
-		return OSImages{}, err
+		return OSImages{}, fmt.Errorf("os image: %w", err)
 	}
 	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
 		return OSImages{}, fmt.Errorf("os image: %w", err)
@@ -187,19 +189,9 @@ func osImageKey(pkgs []OSPackage, sizes [2]int64) string {
 // resolveOSPackages asks apt for the kernel package and every package's
 // candidate version.
 func resolveOSPackages(ctx context.Context) ([]OSPackage, error) {
-	deps, err := osOutput(ctx, "apt-cache", "depends", osKernelMeta)
+	kernel, err := guest.KernelPackage(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("os image: run `apt-get update` (lists missing?): %w", err)
-	}
-	kernel := ""
-	for _, line := range strings.Split(deps, "\n") {
-		if d, ok := strings.CutPrefix(strings.TrimSpace(line), "Depends: "); ok && strings.HasPrefix(d, "linux-image-") {
-			kernel = d
-			break
-		}
-	}
-	if kernel == "" {
-		return nil, fmt.Errorf("os image: apt-cache depends %s names no kernel package", osKernelMeta)
+		return nil, fmt.Errorf("os image: %w; run `apt-get update` (lists missing?)", err)
 	}
 	var pkgs []OSPackage
 	add := func(name string, variants ...int) { pkgs = append(pkgs, OSPackage{Name: name, Variants: variants}) }
@@ -216,92 +208,16 @@ func resolveOSPackages(ctx context.Context) ([]OSPackage, error) {
 	for i, p := range pkgs {
 		names[i] = p.Name
 	}
-	out, err := osOutput(ctx, "apt-cache", append([]string{"policy"}, names...)...)
+	cand, err := guest.AptCandidates(ctx, names...)
 	if err != nil {
 		return nil, fmt.Errorf("os image: %w", err)
 	}
-	cand := parseCandidates(out)
 	for i := range pkgs {
 		if pkgs[i].Version = cand[pkgs[i].Name]; pkgs[i].Version == "" {
 			return nil, fmt.Errorf("os image: apt has no candidate version of %s; run `apt-get update`", pkgs[i].Name)
 		}
 	}
 	return pkgs, nil
-}
-
-// parseCandidates reads the output of apt-cache policy for several
-// packages: a "NAME:" line opens each package's section.
-func parseCandidates(out string) map[string]string {
-	cand := map[string]string{}
-	name := ""
-	for _, line := range strings.Split(out, "\n") {
-		if line != "" && line[0] != ' ' && strings.HasSuffix(line, ":") {
-			name = strings.TrimSuffix(line, ":")
-			continue
-		}
-		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "Candidate: "); ok && v != "(none)" && name != "" {
-			cand[name] = v
-		}
-	}
-	return cand
-}
-
-// fetchDebs returns each package's .deb in debDir, downloading the
-// missing ones in one apt-get call.
-func fetchDebs(ctx context.Context, pkgs []OSPackage, debDir string, log io.Writer) (map[string]string, error) {
-	debs := make(map[string]string, len(pkgs))
-	var missing []string
-	for _, p := range pkgs {
-		f := filepath.Join(debDir, p.Name+"_"+strings.ReplaceAll(p.Version, ":", "%3a")+"_amd64.deb")
-		if _, err := os.Stat(f); err != nil {
-			// Architecture-independent packages end in _all.deb.
-			if g := strings.TrimSuffix(f, "_amd64.deb") + "_all.deb"; fileExists(g) {
-				f = g
-			} else {
-				missing = append(missing, p.Name+"="+p.Version)
-			}
-		}
-		debs[p.Name] = f
-	}
-	if len(missing) > 0 {
-		if err := os.MkdirAll(debDir, 0o755); err != nil {
-			return nil, fmt.Errorf("os image: %w", err)
-		}
-		tmp, err := os.MkdirTemp(debDir, ".download-")
-		if err != nil {
-			return nil, fmt.Errorf("os image: %w", err)
-		}
-		defer os.RemoveAll(tmp)
-		fmt.Fprintf(log, "os image: downloading %d Debian packages\n", len(missing))
-		// Running as root, apt would drop to _apt, which cannot write into tmp.
-		cmd := exec.CommandContext(ctx, "apt-get", append([]string{"download", "-q", "-o", "APT::Sandbox::User=root"}, missing...)...)
-		cmd.Dir = tmp
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return nil, fmt.Errorf("os image: apt-get download: cannot fetch the packages from the Debian mirror; check network access and run `apt-get update`: %w\n%s", err, tail(out))
-		}
-		got, _ := filepath.Glob(filepath.Join(tmp, "*.deb"))
-		for _, g := range got {
-			if err := os.Rename(g, filepath.Join(debDir, filepath.Base(g))); err != nil {
-				return nil, fmt.Errorf("os image: %w", err)
-			}
-		}
-	}
-	for _, p := range pkgs {
-		f := debs[p.Name]
-		if !fileExists(f) {
-			if g := strings.TrimSuffix(f, "_amd64.deb") + "_all.deb"; fileExists(g) {
-				debs[p.Name] = g
-				continue
-			}
-			return nil, fmt.Errorf("os image: apt-get download left no %s", filepath.Base(f))
-		}
-	}
-	return debs, nil
-}
-
-func fileExists(p string) bool {
-	_, err := os.Stat(p)
-	return err == nil
 }
 
 // unpackVariant unpacks the variant's packages into root, variant 1 in
@@ -384,18 +300,6 @@ func mkfsImage(ctx context.Context, v int, root, img string, size int64) error {
 		return fmt.Errorf("os image: mkfs.ext4 -d %s %s: %w\n%s", root, img, err, tail(out))
 	}
 	return nil
-}
-
-func osOutput(ctx context.Context, name string, args ...string) (string, error) {
-	cmd := exec.CommandContext(ctx, name, args...)
-	cmd.Env = append(os.Environ(), "LC_ALL=C")
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		return "", fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, tail(stderr.Bytes()))
-	}
-	return string(out), nil
 }
 
 // tail is the end of a command's output, for an error.
