@@ -33,21 +33,16 @@ func labConfig(c *cli.Context, build bool) (lab.Config, error) {
 	if os.Geteuid() != 0 {
 		return lab.Config{}, withCode(ExitUsage, lab.ErrNotRoot)
 	}
-	mem, err := workload.ParseSize(c.String("mem"))
+	mem, err := memFlag(c)
 	if err != nil {
-		return lab.Config{}, withCode(ExitUsage, fmt.Errorf("--mem: %w", err))
-	}
-	if mem < 128<<20 || mem%(1<<20) != 0 {
-		return lab.Config{}, withCode(ExitUsage, fmt.Errorf("--mem %s: want a whole number of MiB, at least 128M", c.String("mem")))
+		return lab.Config{}, err
 	}
 	w, err := parseWorkload(c.String("workload"), mem)
 	if err != nil {
 		return lab.Config{}, withCode(ExitUsage, fmt.Errorf("--workload: %w", err))
 	}
-	switch c.String("accel") {
-	case "auto", lab.AccelKVM, lab.AccelTCG:
-	default:
-		return lab.Config{}, withCode(ExitUsage, fmt.Errorf("--accel %q: want auto, kvm or tcg", c.String("accel")))
+	if err := accelFlag(c); err != nil {
+		return lab.Config{}, err
 	}
 	opts := guest.BuildOptions{CacheDir: guestCache(c), Log: e.stderr}
 	img, err := guest.Find(e.ctx, opts)
@@ -83,6 +78,27 @@ func labConfig(c *cli.Context, build bool) (lab.Config, error) {
 		Image: img, MemBytes: mem, Workload: w, Accel: c.String("accel"),
 		QEMU: c.String("qemu"), CacheDir: cacheDir(c), Log: e.log, DiskBytes: disk, DiskImage: image,
 	}, nil
+}
+
+// memFlag reads --mem: a whole number of MiB, at least 128M.
+func memFlag(c *cli.Context) (int64, error) {
+	mem, err := workload.ParseSize(c.String("mem"))
+	if err != nil {
+		return 0, withCode(ExitUsage, fmt.Errorf("--mem: %w", err))
+	}
+	if mem < 128<<20 || mem%(1<<20) != 0 {
+		return 0, withCode(ExitUsage, fmt.Errorf("--mem %s: want a whole number of MiB, at least 128M", c.String("mem")))
+	}
+	return mem, nil
+}
+
+// accelFlag checks --accel.
+func accelFlag(c *cli.Context) error {
+	switch c.String("accel") {
+	case "auto", lab.AccelKVM, lab.AccelTCG:
+		return nil
+	}
+	return withCode(ExitUsage, fmt.Errorf("--accel %q: want auto, kvm or tcg", c.String("accel")))
 }
 
 func guestCache(c *cli.Context) string { return cacheDir(c) + "/guest" }

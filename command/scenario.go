@@ -119,10 +119,8 @@ func laiAction(c *cli.Context) error {
 // guest image: what every experiment does after reading its own flags.
 func experimentSetup(c *cli.Context) (out string, img guest.Image, err error) {
 	e := getEnv(c)
-	switch c.String("accel") {
-	case "auto", lab.AccelKVM, lab.AccelTCG:
-	default:
-		return "", img, withCode(ExitUsage, fmt.Errorf("--accel %q: want auto, kvm or tcg", c.String("accel")))
+	if err := accelFlag(c); err != nil {
+		return "", img, err
 	}
 	out = c.String("out")
 	if err := os.MkdirAll(out, 0o755); err != nil {
@@ -148,11 +146,7 @@ func experimentFlags(c *cli.Context, name string) (mem int64, err error) {
 	if c.Int("repeat") < 1 || c.Int("repeat") > 100 {
 		return 0, withCode(ExitUsage, fmt.Errorf("--repeat %d: want 1 to 100", c.Int("repeat")))
 	}
-	mem, err = workload.ParseSize(c.String("mem"))
-	if err != nil || mem < 128<<20 || mem%(1<<20) != 0 {
-		return 0, withCode(ExitUsage, fmt.Errorf("--mem %q: want a whole number of MiB, at least 128M", c.String("mem")))
-	}
-	return mem, nil
+	return memFlag(c)
 }
 
 // reportHeader says how a report was made: the command, when, on what.

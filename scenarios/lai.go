@@ -241,11 +241,7 @@ func laiRun(ctx context.Context, o LaiOptions, mode string, rep int) (LaiRun, er
 		Accel: o.Accel, QEMU: o.QEMU, CacheDir: o.CacheDir, AllowUnsafeTCG: o.AllowUnsafeTCG,
 		Transport: p, Path: desc + " over an emulated " + link.String() + " link", Policy: stopcopy.Smart{}, Log: o.Log,
 	})
-	if err != nil && ctx.Err() != nil {
-		return run, ctx.Err()
-	}
-	if err != nil && d.BootMS == 0 && d.Accel == "" {
-		// The lab did not come up: every other run would fail the same way.
+	if err := stopsExperiment(ctx, d, err); err != nil {
 		return run, err
 	}
 	run.Result = &d
@@ -306,6 +302,22 @@ func laiRows(runs []LaiRun, modes []string) []LaiRow {
 		}
 	}
 	return rows
+}
+
+// stopsExperiment is the error of one of an experiment's demos that
+// ends the whole experiment: ctx ended, or the lab did not come up (every
+// other run would fail the same way). A failed migration is not one: it
+// is a run's result.
+func stopsExperiment(ctx context.Context, d DemoResult, err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case ctx.Err() != nil:
+		return ctx.Err()
+	case d.BootMS == 0 && d.Accel == "":
+		return err
+	}
+	return nil
 }
 
 // median of xs (the lower middle for an even count); xs is sorted.

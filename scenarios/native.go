@@ -223,11 +223,8 @@ func nativeRun(ctx context.Context, o NativeOptions, body, config string, rep in
 		}
 	}
 	dr, err := Demo(ctx, d)
-	if err != nil && ctx.Err() != nil {
-		return run, ctx.Err()
-	}
-	if err != nil && dr.BootMS == 0 && dr.Accel == "" {
-		return run, err // the lab did not come up
+	if err := stopsExperiment(ctx, dr, err); err != nil {
+		return run, err
 	}
 	run.Result = &dr
 	run.WireBytes, run.TotalMS, run.DowntimeMS, run.ObservedMS = dr.WireBytes, dr.TotalMS, dr.DowntimeMS, dr.ObservedDowntimeMS
