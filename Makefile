@@ -7,7 +7,7 @@ GOFLAGS   ?=
 # Real-QEMU tests fail instead of skipping when QEMU or the guest is missing.
 TESTENV   := VMIGRATE_REQUIRE_QEMU=1
 
-.PHONY: all deps build guest test unit fuzz demo lint clean
+.PHONY: all deps build guest test unit fuzz demo reproduce lint clean
 
 all: build
 
@@ -48,6 +48,15 @@ fuzz:
 
 demo: deps guest
 	./$(BIN) demo
+
+# The published experiments (docs/reproductions.md), each report into
+# $(REPRO_OUT)/NAME: the UFPE study, CloudNet's table, Lai et al.'s disks.
+# About two hours on a 2-core machine; not part of make test.
+REPRO_OUT ?= results
+reproduce: deps guest
+	./$(BIN) scenario ufpe --out $(REPRO_OUT)/ufpe
+	./$(BIN) scenario cloudnet --out $(REPRO_OUT)/cloudnet
+	./$(BIN) scenario lai --out $(REPRO_OUT)/lai
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

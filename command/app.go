@@ -76,6 +76,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			indexCommand(),
 			scenarioCommand(),
 			benchCommand(),
+			loadgenCommand(),
 		},
 		ExitErrHandler: func(*cli.Context, error) {}, // Main maps errors to codes
 	}

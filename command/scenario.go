@@ -52,6 +52,8 @@ them) into --out. Needs root; about 10 minutes with the defaults.`,
 				},
 				Action: laiAction,
 			},
+			ufpeCommand(),
+			cloudnetCommand(),
 		},
 	}
 }

@@ -10,9 +10,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -72,9 +74,51 @@ type DemoOptions struct {
 	// Prepare, when set, runs on the QMP lab after the guest settled and
 	// before the migration starts: migration capabilities and parameters
 	// of a native configuration (bench native), on either side.
-	Prepare  func(ctx context.Context, src, dst *qmp.Client) error
+	Prepare func(ctx context.Context, src, dst *qmp.Client) error
+	// Around, when set, runs once the guest settled, just before the
+	// migration starts (after Prepare), on either lab: it starts what
+	// runs beside the migration, such as the clients of a web server.
+	// The function it returns runs when the migration and the guest
+	// checks are over, whatever happened, with the lab still up.
+	Around   func(ctx context.Context, env LabEnv) (after func(*DemoResult), err error)
 	Progress func(migrate.Progress)
 	Log      *zap.Logger
+}
+
+// LabEnv is what DemoOptions.Around can reach: the guest, from the lab's
+// bridge, and the emulated link's byte count.
+type LabEnv struct {
+	GuestIP string
+	// Dial connects from the lab's network namespace, where the guest's
+	// address is routed.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// Wire returns the bytes that crossed the emulated link so far, both
+	// ways (0 without one).
+	Wire func() int64
+}
+
+// around runs o.Around, if set, and returns what to run afterwards.
+func (o DemoOptions) around(ctx context.Context, env LabEnv, res *DemoResult) (func(), error) {
+	if o.Around == nil {
+		return func() {}, nil
+	}
+	after, err := o.Around(ctx, env)
+	if err != nil {
+		res.Error = err.Error()
+		return nil, err
+	}
+	return func() { after(res) }, nil
+}
+
+// transportWire is the Wire of a LabEnv whose migration goes through t.
+func transportWire(t migrate.Transport) func() int64 {
+	return func() int64 {
+		if t == nil {
+			return 0
+		}
+		_, wire := t.Counts()
+		return wire
+	}
 }
 
 // DemoResult is the migration's result plus what the guest showed.
@@ -197,6 +241,11 @@ func Demo(ctx context.Context, o DemoOptions) (DemoResult, error) {
 			return res, err
 		}
 	}
+	after, err := o.around(ctx, LabEnv{GuestIP: l.GuestIP, Dial: l.Netns.DialContext, Wire: transportWire(o.Transport)}, &res)
+	if err != nil {
+		return res, err
+	}
+	defer after()
 	cpu0 := markCPU(l)
 	mres, err := migrate.Run(ctx, migrate.Options{
 		Src: src, Dst: dst, IncomingURI: incoming, RelayDir: relayDir, Transport: o.Transport, Policy: o.Policy,
@@ -327,9 +376,25 @@ func demoLibvirt(ctx context.Context, o DemoOptions, res DemoResult) (DemoResult
 	if p := o.Parameters; p != nil && p.MaxBandwidth != nil {
 		opts.MaxBandwidthMiB = *p.MaxBandwidth >> 20
 	}
+	var virshLink atomic.Pointer[wanlink.Link]
+	wire := transportWire(o.Transport)
+	if o.Virsh {
+		wire = func() int64 {
+			if lk := virshLink.Load(); lk != nil {
+				st := lk.Stats()
+				return st.Forward.Bytes + st.Reverse.Bytes
+			}
+			return 0
+		}
+	}
+	after, err := o.around(ctx, LabEnv{GuestIP: l.GuestIP, Dial: l.Netns.DialContext, Wire: wire}, &res)
+	if err != nil {
+		return res, err
+	}
+	defer after()
 	var mres migrate.Result
 	if o.Virsh {
-		mres, err = virshMigrate(ctx, l, o.Link, o.VirshTimeout, opts.Probe)
+		mres, err = virshMigrate(ctx, l, o.Link, o.VirshTimeout, opts.Probe, virshLink.Store)
 	} else {
 		mres, err = migrate.RunLibvirt(ctx, opts)
 	}

@@ -197,31 +197,12 @@ func nativeRun(ctx context.Context, o NativeOptions, body, config string, rep in
 	defer os.RemoveAll(dir)
 	w := o.Workload
 	w.Body = body
-	isVM, eff, _ := nativeConfig(config)
-	link := o.Link
 	d := DemoOptions{Image: o.Image, MemBytes: o.MemBytes, Workload: w, Accel: o.Accel, QEMU: o.QEMU, CacheDir: o.CacheDir, Log: o.Log}
-	if isVM {
-		key, err := tunnel.GenerateKey()
-		if err != nil {
-			return run, err
-		}
-		p, err := wanpath.New(wanpath.Config{Dir: dir, Link: &link, Tunnel: tunnel.Config{PSK: key}, DestTunnel: tunnel.Config{PSK: key},
-			Codec: pagecodec.New(pagecodec.Config{Effort: eff}), Log: o.Log.Named(config)})
-		if err != nil {
-			return run, err
-		}
-		defer p.Close()
-		d.Transport, d.Path = p, "tunnel with the page codec ("+eff.String()+")"
-		d.Policy = stopcopy.Budget{Inner: stopcopy.Smart{}, MaxTime: o.MaxTime, OnBreach: stopcopy.StopAndCopy}
-	} else {
-		lp := &LinkPath{Dir: dir, Link: link, Log: o.Log.Named("wanlink")}
-		defer lp.Close()
-		d.Transport, d.Path = lp, "QEMU's own connections through the emulated link"
-		d.Policy = stopcopy.Budget{Inner: stopcopy.QEMU{}, MaxTime: o.MaxTime, OnBreach: stopcopy.StopAndCopy}
-		d.Prepare = func(ctx context.Context, src, dst *qmp.Client) error {
-			return prepareNative(ctx, config, o.MemBytes, src, dst)
-		}
+	closePath, err := configPath(&d, config, dir, o.Link, o.MaxTime, o.MemBytes, o.Log)
+	if err != nil {
+		return run, err
 	}
+	defer closePath()
 	dr, err := Demo(ctx, d)
 	if err := stopsExperiment(ctx, dr, err); err != nil {
 		return run, err
@@ -236,6 +217,55 @@ func nativeRun(ctx context.Context, o NativeOptions, body, config string, rep in
 		run.Error = err.Error()
 	}
 	return run, nil
+}
+
+// configPath sets d's path, stop policy and QEMU settings for a
+// configuration of NativeConfigs: vmigrate's tunnel and page codec with the
+// smart policy, or QEMU's own connections through the link with QEMU's
+// rule; either forced to stop and copy after maxTime (none when 0). On
+// the libvirt lab (d.Libvirt) QEMU's configuration is plain virsh through
+// the link, and only qemu-default and vmigrate's are known. The returned
+// function releases the path.
+func configPath(d *DemoOptions, config, dir string, link wanlink.Config, maxTime time.Duration, mem int64, log *zap.Logger) (func(), error) {
+	isVM, eff, err := nativeConfig(config)
+	if err != nil {
+		return nil, err
+	}
+	budget := func(inner stopcopy.Policy) stopcopy.Policy {
+		if maxTime <= 0 {
+			return inner
+		}
+		return stopcopy.Budget{Inner: inner, MaxTime: maxTime, OnBreach: stopcopy.StopAndCopy}
+	}
+	if !isVM && d.Libvirt {
+		if config != "qemu-default" {
+			return nil, fmt.Errorf("configuration %s: the libvirt lab has QEMU's default (plain virsh) and vmigrate's", config)
+		}
+		d.Virsh, d.Link, d.VirshTimeout = true, &link, maxTime
+		d.Path = "plain virsh migrate --live through the emulated link"
+		return func() {}, nil
+	}
+	if isVM {
+		key, err := tunnel.GenerateKey()
+		if err != nil {
+			return nil, err
+		}
+		p, err := wanpath.New(wanpath.Config{Dir: dir, Link: &link, Tunnel: tunnel.Config{PSK: key}, DestTunnel: tunnel.Config{PSK: key},
+			Codec: pagecodec.New(pagecodec.Config{Effort: eff}), Log: log.Named(config)})
+		if err != nil {
+			return nil, err
+		}
+		d.Transport, d.Path = p, "tunnel with the page codec ("+eff.String()+")"
+		d.Policy = budget(stopcopy.Smart{})
+		return func() { p.Close() }, nil
+	}
+	lp := &LinkPath{Dir: dir, Link: link, Log: log.Named("wanlink")}
+	d.Transport, d.Path = lp, "QEMU's own connections through the emulated link"
+	d.Policy = budget(stopcopy.QEMU{})
+	d.Prepare = func(ctx context.Context, src, dst *qmp.Client) error {
+		return prepareNative(ctx, config, mem, src, dst)
+	}
+	return func() { lp.Close() }, nil
 }
 
 // prepareNative sets a QEMU configuration's capabilities and parameters,

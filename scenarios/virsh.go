@@ -28,8 +28,9 @@ import (
 //
 // timeout, when set, is virsh's --timeout: libvirt suspends the domain
 // after that long, forcing the stop-and-copy (vmigrate's --max-time with
-// --on-budget stop is the like of it).
-func virshMigrate(ctx context.Context, l *lab.LibvirtLab, link *wanlink.Config, timeout time.Duration, pr *probe.Config) (migrate.Result, error) {
+// --on-budget stop is the like of it). onLink, when set, is given the
+// emulated link once it exists.
+func virshMigrate(ctx context.Context, l *lab.LibvirtLab, link *wanlink.Config, timeout time.Duration, pr *probe.Config, onLink func(*wanlink.Link)) (migrate.Result, error) {
 	res := migrate.Result{Status: migrate.StatusFailed, StreamBytesSource: "link", Passes: []migrate.Pass{}, Policy: "virsh (qemu)"}
 	o := LibvirtLabOptions(l, "virsh.sock")
 	cfg := wanlink.Config{}
@@ -41,6 +42,9 @@ func virshMigrate(ctx context.Context, l *lab.LibvirtLab, link *wanlink.Config, 
 		return res, err
 	}
 	defer lk.Close()
+	if onLink != nil {
+		onLink(lk)
+	}
 	ln, err := net.Listen("unix", o.ListenSocket)
 	if err != nil {
 		return res, fmt.Errorf("virsh baseline: %w", err)

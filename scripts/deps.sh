@@ -2,7 +2,7 @@
 # Installs the Debian packages vmigrate needs. Idempotent and quiet when
 # everything is there already.
 set -euo pipefail
-pkgs=(qemu-system-x86 qemu-utils libvirt-dev libvirt-daemon-system busybox-static cpio iproute2 pkg-config gcc)
+pkgs=(qemu-system-x86 qemu-utils libvirt-dev libvirt-daemon-system busybox-static cpio iproute2 pkg-config gcc httperf apache2-utils)
 missing=()
 for p in "${pkgs[@]}"; do
 	if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
