@@ -3,10 +3,10 @@ package scenarios
 import (
 	"context"
 	"image/png"
+	"math"
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"math"
 	"os"
 	"path/filepath"
 	"strings"
