@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -78,8 +79,9 @@ type DemoOptions struct {
 	// Around, when set, runs once the guest settled, just before the
 	// migration starts (after Prepare), on either lab: it starts what
 	// runs beside the migration, such as the clients of a web server.
-	// The function it returns runs when the migration and the guest
-	// checks are over, whatever happened, with the lab still up.
+	// The function it returns runs when the migration is over, whatever
+	// happened, before the guest checks (whose /verify loads the guest),
+	// with the lab still up.
 	Around   func(ctx context.Context, env LabEnv) (after func(*DemoResult), err error)
 	Progress func(migrate.Progress)
 	Log      *zap.Logger
@@ -107,7 +109,8 @@ func (o DemoOptions) around(ctx context.Context, env LabEnv, res *DemoResult) (f
 		res.Error = err.Error()
 		return nil, err
 	}
-	return func() { after(res) }, nil
+	var once sync.Once
+	return func() { once.Do(func() { after(res) }) }, nil
 }
 
 // transportWire is the Wire of a LabEnv whose migration goes through t.
@@ -255,6 +258,7 @@ func Demo(ctx context.Context, o DemoOptions) (DemoResult, error) {
 	})
 	res.Result = mres
 	res.CPU = markCPU(l).since(cpu0)
+	after()
 	if err != nil {
 		return res, err
 	}
@@ -399,6 +403,7 @@ func demoLibvirt(ctx context.Context, o DemoOptions, res DemoResult) (DemoResult
 		mres, err = migrate.RunLibvirt(ctx, opts)
 	}
 	res.Result = mres
+	after()
 	if err != nil {
 		return res, err
 	}

@@ -193,6 +193,10 @@ func (rec *LoadRecord) fill(o LoadOptions, lres *loadgen.Result, lerr error, sta
 	rec.After = lres.Summary(to, 0)
 	rec.Outside = outside(lres, from, to)
 	rec.Buckets = lres.Buckets(sampleEvery)
+	// A last quarter second the load did not fill would read as a drop.
+	if n := len(rec.Buckets); n > 0 && rec.Buckets[n-1].Start+sampleEvery > lres.End {
+		rec.Buckets = rec.Buckets[:n-1]
+	}
 	if o.Keep != "" {
 		if err := writeRequests(o.Keep, lres); err != nil {
 			rec.Error = err.Error()

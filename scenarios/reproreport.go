@@ -47,8 +47,8 @@ func throughputPlot(title string, r LoadRecord) plots.TimePlot {
 	}
 	series := []plots.Series{link}
 	if len(r.Buckets) > 0 {
-		ok := plots.Series{Name: "HTTP answers (per s)"}
-		fail := plots.Series{Name: "HTTP errors (per s)"}
+		ok := plots.Series{Name: "requests answered (per s, by send time)"}
+		fail := plots.Series{Name: "requests failed (per s)"}
 		per := 1 / sampleEvery.Seconds()
 		for _, b := range r.Buckets {
 			t := b.Start.Seconds()
