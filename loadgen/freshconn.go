@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -76,19 +75,10 @@ func (f *freshConn) exchange(ctx context.Context, q *Request, sent time.Time) {
 	br.Reset(conn)
 	defer func() { br.Reset(nil); readers.Put(br) }()
 	resp, err := http.ReadResponse(br, nil)
-	if err != nil {
-		q.Outcome = failure(ctx, err)
+	record(ctx, q, sent, resp, err)
+	if q.Outcome != OutcomeOK && q.Outcome != OutcomeHTTPError {
 		return
 	}
-	q.Status = int32(resp.StatusCode)
-	q.Bytes, err = io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	if err != nil {
-		q.Outcome = failure(ctx, err)
-		return
-	}
-	q.Latency = time.Since(sent)
-	q.Outcome = replied(resp.StatusCode)
 	// Let the server close first (see freshConn); what it says is ignored.
 	if t := time.Now().Add(finWait); t.Before(deadline) {
 		conn.SetReadDeadline(t)

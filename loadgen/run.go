@@ -136,6 +136,12 @@ func (g *generator) do(q *Request) {
 		return
 	}
 	resp, err := g.tr.RoundTrip(g.tmpl.WithContext(ctx))
+	record(ctx, q, sent, resp, err)
+}
+
+// record reads a reply to its end and records how the request went; resp
+// and err are what sending it gave.
+func record(ctx context.Context, q *Request, sent time.Time, resp *http.Response, err error) {
 	if err != nil {
 		q.Outcome = failure(ctx, err)
 		return

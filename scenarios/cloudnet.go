@@ -3,8 +3,6 @@ package scenarios
 import (
 	"context"
 	"fmt"
-	"os"
-	"slices"
 	"strings"
 	"time"
 
@@ -12,7 +10,6 @@ import (
 
 	"github.com/vmigrate/vmigrate/guest"
 	"github.com/vmigrate/vmigrate/guest/workload"
-	"github.com/vmigrate/vmigrate/stopcopy"
 	"github.com/vmigrate/vmigrate/wanlink"
 )
 
@@ -105,42 +102,21 @@ func cloudNetWorkload(name string, mem int64, rate float64) (workload.Config, fl
 
 // CloudNetRun is one migration.
 type CloudNetRun struct {
-	Info       RunInfo         `json:"info"`
-	Workload   string          `json:"workload"`
-	Mode       string          `json:"mode"`
-	Config     string          `json:"config"`
-	Rep        int             `json:"rep"`
-	Lab        string          `json:"lab"`
-	Path       string          `json:"path"`
-	QEMU       string          `json:"qemu"`
-	Accel      string          `json:"accel"`
-	Memdirty   workload.Config `json:"memdirty"`
-	WireBytes  int64           `json:"wire_bytes"`
-	TotalMS    int64           `json:"total_ms"`
-	DowntimeMS int64           `json:"downtime_ms"`
-	ObservedMS int64           `json:"observed_downtime_ms"`
-	Forced     bool            `json:"forced"`
-	Verified   bool            `json:"verified"`
-	Error      string          `json:"error,omitempty"`
+	Info     RunInfo         `json:"info"`
+	Workload string          `json:"workload"`
+	Mode     string          `json:"mode"`
+	Config   string          `json:"config"`
+	Rep      int             `json:"rep"`
+	Memdirty workload.Config `json:"memdirty"`
+	MigrationRecord
 	LoadRecord
-	Result *DemoResult `json:"result,omitempty"`
 }
 
 // CloudNetRow is one workload and mode: medians over verified runs.
 type CloudNetRow struct {
-	Workload   string `json:"workload"`
-	Mode       string `json:"mode"`
-	Runs       int    `json:"runs"`
-	Failed     int    `json:"failed"`
-	Forced     int    `json:"forced"`
-	WireBytes  int64  `json:"wire_bytes"`
-	WireMin    int64  `json:"wire_bytes_min"`
-	WireMax    int64  `json:"wire_bytes_max"`
-	TotalMS    int64  `json:"total_ms"`
-	TotalMinMS int64  `json:"total_min_ms"`
-	TotalMaxMS int64  `json:"total_max_ms"`
-	DowntimeMS int64  `json:"downtime_ms"`
-	ObservedMS int64  `json:"observed_downtime_ms"`
+	Workload string `json:"workload"`
+	Mode     string `json:"mode"`
+	RowStats
 }
 
 // CloudNetResult is the whole table.
@@ -212,25 +188,12 @@ func CloudNet(ctx context.Context, o CloudNetOptions) (CloudNetResult, error) {
 	}
 	res := CloudNetResult{Lab: labName(o.Libvirt), Link: o.Link.String(), MemBytes: o.MemBytes, MaxTime: o.MaxTime.String(),
 		Default: o.Default, Optimised: o.Optimised}
-	for _, w := range o.Workloads {
-		for rep := 1; rep <= o.Repeat; rep++ {
-			for _, m := range o.Modes {
-				if err := ctx.Err(); err != nil {
-					return res, err
-				}
-				run, err := cloudNetRun(ctx, o, w, m, rep)
-				if err != nil {
-					return res, err
-				}
-				res.Runs = append(res.Runs, run)
-				if o.Each != nil {
-					o.Each(run)
-				}
-			}
-		}
-	}
+	var err error
+	res.Runs, err = rounds(ctx, o.Workloads, o.Repeat, o.Modes, func(w, m string, rep int) (CloudNetRun, error) {
+		return cloudNetRun(ctx, o, w, m, rep)
+	}, o.Each)
 	res.Rows = CloudNetRows(res.Runs)
-	return res, nil
+	return res, err
 }
 
 func cloudNetRun(ctx context.Context, o CloudNetOptions, name, mode string, rep int) (CloudNetRun, error) {
@@ -238,75 +201,30 @@ func cloudNetRun(ctx context.Context, o CloudNetOptions, name, mode string, rep 
 	if mode == ModeOptimised {
 		config = o.Optimised
 	}
-	run := CloudNetRun{Info: o.Info, Workload: name, Mode: mode, Config: config, Rep: rep, Lab: labName(o.Libvirt)}
+	run := CloudNetRun{Info: o.Info, Workload: name, Mode: mode, Config: config, Rep: rep}
 	w, rate, err := cloudNetWorkload(name, o.MemBytes, o.RequestRate)
 	if err != nil {
 		return run, err
 	}
 	run.Memdirty = w
-	dir, err := os.MkdirTemp("", "vmcn")
-	if err != nil {
-		return run, err
-	}
-	defer os.RemoveAll(dir)
 	d := DemoOptions{Image: o.Image, MemBytes: o.MemBytes, Workload: w, Accel: o.Accel, QEMU: o.QEMU, CacheDir: o.CacheDir,
 		AllowUnsafeTCG: o.AllowUnsafeTCG, Libvirt: o.Libvirt, Log: o.Log}
-	closePath, err := configPath(&d, config, dir, o.Link, o.MaxTime, o.MemBytes, o.Log)
-	if err != nil {
-		return run, err
-	}
-	defer closePath()
 	lo := LoadOptions{Rate: rate, Share: 0.5, Timeout: 2 * time.Second, Before: 5 * time.Second, After: 5 * time.Second}
-	lo.Span = lo.Before + o.MaxTime + lo.After + 5*time.Minute
-	d.Around = loaded(lo, &run.LoadRecord)
-	dr, err := Demo(ctx, d)
-	if err := stopsExperiment(ctx, dr, err); err != nil {
-		return run, err
-	}
-	run.Result = &dr
-	run.Path, run.QEMU, run.Accel = dr.Path, dr.QEMU.Version, dr.Accel
-	run.WireBytes, run.TotalMS, run.DowntimeMS, run.ObservedMS = dr.WireBytes, dr.TotalMS, dr.DowntimeMS, dr.ObservedDowntimeMS
-	run.Verified = dr.Verified
-	run.Forced = dr.Decision != nil && dr.Decision.Rule == stopcopy.RuleBudgetTime
-	if err != nil {
-		run.Error = err.Error()
-	}
-	return run, nil
+	return run, loadedMigration(ctx, d, config, o.Link, o.MaxTime, lo, &run.MigrationRecord, &run.LoadRecord)
 }
 
 // CloudNetRows are the medians per workload and mode, in the order the
 // runs first name them.
 func CloudNetRows(runs []CloudNetRun) []CloudNetRow {
 	type key struct{ w, m string }
-	var keys []key
-	by := map[key][]CloudNetRun{}
-	for _, r := range runs {
-		k := key{r.Workload, r.Mode}
-		if _, ok := by[k]; !ok {
-			keys = append(keys, k)
-		}
-		by[k] = append(by[k], r)
-	}
+	keys, by := groupBy(runs, func(r CloudNetRun) key { return key{r.Workload, r.Mode} })
 	var rows []CloudNetRow
 	for _, k := range keys {
-		row := CloudNetRow{Workload: k.w, Mode: k.m}
-		var wire, total, down, obs []int64
+		var acc rowAcc
 		for _, r := range by[k] {
-			if !r.Verified {
-				row.Failed++
-				continue
-			}
-			row.Runs++
-			if r.Forced {
-				row.Forced++
-			}
-			wire, total, down, obs = append(wire, r.WireBytes), append(total, r.TotalMS), append(down, r.DowntimeMS), append(obs, r.ObservedMS)
+			acc.addRecord(r.MigrationRecord)
 		}
-		if row.Runs > 0 {
-			row.WireBytes, row.WireMin, row.WireMax = median(wire), slices.Min(wire), slices.Max(wire)
-			row.TotalMS, row.TotalMinMS, row.TotalMaxMS = median(total), slices.Min(total), slices.Max(total)
-			row.DowntimeMS, row.ObservedMS = median(down), median(obs)
-		}
+		row := CloudNetRow{Workload: k.w, Mode: k.m, RowStats: acc.stats()}
 		rows = append(rows, row)
 	}
 	return rows

@@ -1,6 +1,7 @@
 package scenarios
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -321,9 +322,10 @@ func stopsExperiment(ctx context.Context, d DemoResult, err error) error {
 }
 
 // median of xs (the lower middle for an even count); xs is sorted.
-func median(xs []int64) int64 {
+func median[T cmp.Ordered](xs []T) T {
 	if len(xs) == 0 {
-		return 0
+		var zero T
+		return zero
 	}
 	slices.Sort(xs)
 	return xs[(len(xs)-1)/2]

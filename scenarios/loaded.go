@@ -6,10 +6,13 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
 	"github.com/vmigrate/vmigrate/loadgen"
+	"github.com/vmigrate/vmigrate/stopcopy"
+	"github.com/vmigrate/vmigrate/wanlink"
 )
 
 // A loaded run is a migration with clients: vmigrate's load generator
@@ -30,8 +33,8 @@ type LoadOptions struct {
 	Path    string        // the URL path on the guest (default /)
 	Before  time.Duration // load before the migration starts
 	After   time.Duration // load after the guest was checked
-	// Span bounds the whole load (Before, the migration, its checks,
-	// After); the load ends early when the run ends.
+	// Span bounds the whole load (Before, the migration, After); the
+	// load ends early when the run ends (loadedMigration sets it).
 	Span time.Duration
 	// Keep, when set, is where the requests are written (gzip'd CSV).
 	Keep string
@@ -70,7 +73,156 @@ type LoadRecord struct {
 	LinkMeanMbps float64 `json:"link_mean_mbps"`
 	LinkPeakMbps float64 `json:"link_peak_mbps"`
 	RequestsFile string  `json:"requests_file,omitempty"`
-	Error        string  `json:"error,omitempty"`
+	// LoadError is why the load or its record failed, if it did.
+	LoadError string `json:"load_error,omitempty"`
+}
+
+// MigrationRecord is what a reproduction keeps of one migration.
+type MigrationRecord struct {
+	Lab        string `json:"lab"` // qmp or libvirt
+	Path       string `json:"path"`
+	QEMU       string `json:"qemu"`
+	Accel      string `json:"accel"`
+	WireBytes  int64  `json:"wire_bytes"`
+	TotalMS    int64  `json:"total_ms"`
+	DowntimeMS int64  `json:"downtime_ms"`
+	ObservedMS int64  `json:"observed_downtime_ms"`
+	Forced     bool   `json:"forced"` // the budget ran out: stopped by force
+	Verified   bool   `json:"verified"`
+	Error      string `json:"error,omitempty"`
+	// Result is the demo's full result.
+	Result *DemoResult `json:"result,omitempty"`
+}
+
+// migrateRecorded runs d and records the migration; an error is returned
+// only when it stops the experiment (stopsExperiment), a failed run is
+// recorded.
+func migrateRecorded(ctx context.Context, d DemoOptions, rec *MigrationRecord) error {
+	rec.Lab = labName(d.Libvirt)
+	dr, err := Demo(ctx, d)
+	if err := stopsExperiment(ctx, dr, err); err != nil {
+		return err
+	}
+	rec.Result = &dr
+	rec.Path, rec.QEMU, rec.Accel = dr.Path, dr.QEMU.Version, dr.Accel
+	rec.WireBytes, rec.TotalMS, rec.DowntimeMS, rec.ObservedMS = dr.WireBytes, dr.TotalMS, dr.DowntimeMS, dr.ObservedDowntimeMS
+	rec.Verified = dr.Verified
+	rec.Forced = dr.Decision != nil && dr.Decision.Rule == stopcopy.RuleBudgetTime
+	if err != nil {
+		rec.Error = err.Error()
+	}
+	return nil
+}
+
+// loadedMigration migrates d's guest in a configuration of
+// NativeConfigs (configPath) under the load lo, recording both.
+func loadedMigration(ctx context.Context, d DemoOptions, config string, link wanlink.Config, maxTime time.Duration, lo LoadOptions, mig *MigrationRecord, load *LoadRecord) error {
+	dir, err := os.MkdirTemp("", "vmload")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	closePath, err := configPath(&d, config, dir, link, maxTime, d.MemBytes, d.Log)
+	if err != nil {
+		return err
+	}
+	defer closePath()
+	// The load outlasts any migration: the run stops it.
+	lo.Span = lo.Before + maxTime + lo.After + 5*time.Minute
+	d.Around = loaded(lo, load)
+	return migrateRecorded(ctx, d, mig)
+}
+
+// RowStats are a row's migrations: medians over its verified runs, with
+// the min and max of bytes and time.
+type RowStats struct {
+	Runs       int   `json:"runs"`
+	Failed     int   `json:"failed"`
+	Forced     int   `json:"forced"`
+	WireBytes  int64 `json:"wire_bytes"`
+	WireMin    int64 `json:"wire_bytes_min"`
+	WireMax    int64 `json:"wire_bytes_max"`
+	TotalMS    int64 `json:"total_ms"`
+	TotalMinMS int64 `json:"total_min_ms"`
+	TotalMaxMS int64 `json:"total_max_ms"`
+	DowntimeMS int64 `json:"downtime_ms"`
+	ObservedMS int64 `json:"observed_downtime_ms"`
+}
+
+// rowAcc gathers a row's runs for RowStats.
+type rowAcc struct {
+	s                       RowStats
+	wire, total, down, obsv []int64
+}
+
+// add counts a run; it reports whether the run was verified (and so
+// counts towards the medians).
+func (a *rowAcc) add(verified, forced bool, wire, total, down, obs int64) bool {
+	if !verified {
+		a.s.Failed++
+		return false
+	}
+	a.s.Runs++
+	if forced {
+		a.s.Forced++
+	}
+	a.wire, a.total, a.down, a.obsv = append(a.wire, wire), append(a.total, total), append(a.down, down), append(a.obsv, obs)
+	return true
+}
+
+func (a *rowAcc) addRecord(m MigrationRecord) bool {
+	return a.add(m.Verified && m.Error == "", m.Forced, m.WireBytes, m.TotalMS, m.DowntimeMS, m.ObservedMS)
+}
+
+// stats are the medians of the verified runs added.
+func (a *rowAcc) stats() RowStats {
+	s := a.s
+	if s.Runs > 0 {
+		s.WireBytes, s.WireMin, s.WireMax = median(a.wire), slices.Min(a.wire), slices.Max(a.wire)
+		s.TotalMS, s.TotalMinMS, s.TotalMaxMS = median(a.total), slices.Min(a.total), slices.Max(a.total)
+		s.DowntimeMS, s.ObservedMS = median(a.down), median(a.obsv)
+	}
+	return s
+}
+
+// groupBy groups runs by key, the keys in the order the runs first name
+// them.
+func groupBy[K comparable, R any](runs []R, key func(R) K) ([]K, map[K][]R) {
+	var keys []K
+	by := map[K][]R{}
+	for _, r := range runs {
+		k := key(r)
+		if _, ok := by[k]; !ok {
+			keys = append(keys, k)
+		}
+		by[k] = append(by[k], r)
+	}
+	return keys, by
+}
+
+// rounds runs an experiment's grid: for each outer value, repeat rounds,
+// each round every inner value once (interleaved, so that a drift of the
+// machine spreads over all of them), calling each after every run.
+func rounds[O, I, R any](ctx context.Context, outer []O, repeat int, inner []I, run func(O, I, int) (R, error), each func(R)) ([]R, error) {
+	var out []R
+	for _, o := range outer {
+		for rep := 1; rep <= repeat; rep++ {
+			for _, i := range inner {
+				if err := ctx.Err(); err != nil {
+					return out, err
+				}
+				r, err := run(o, i, rep)
+				if err != nil {
+					return out, err
+				}
+				out = append(out, r)
+				if each != nil {
+					each(r)
+				}
+			}
+		}
+	}
+	return out, nil
 }
 
 const (
@@ -181,7 +333,7 @@ func (rec *LoadRecord) fill(o LoadOptions, lres *loadgen.Result, lerr error, sta
 		rec.LinkMeanMbps = sum / float64(n)
 	}
 	if lerr != nil && lres == nil {
-		rec.Error = lerr.Error()
+		rec.LoadError = lerr.Error()
 		return
 	}
 	if lres == nil {
@@ -199,7 +351,7 @@ func (rec *LoadRecord) fill(o LoadOptions, lres *loadgen.Result, lerr error, sta
 	}
 	if o.Keep != "" {
 		if err := writeRequests(o.Keep, lres); err != nil {
-			rec.Error = err.Error()
+			rec.LoadError = err.Error()
 		} else {
 			rec.RequestsFile = o.Keep
 		}

@@ -77,22 +77,12 @@ type NativeRun struct {
 
 // NativeRow is one body and configuration: medians over verified runs.
 type NativeRow struct {
-	Body       string `json:"body"`
-	Config     string `json:"config"`
-	Runs       int    `json:"runs"`
-	Failed     int    `json:"failed"`
-	Forced     int    `json:"forced"`
-	WireBytes  int64  `json:"wire_bytes"`
-	WireMin    int64  `json:"wire_bytes_min"`
-	WireMax    int64  `json:"wire_bytes_max"`
-	TotalMS    int64  `json:"total_ms"`
-	TotalMinMS int64  `json:"total_min_ms"`
-	TotalMaxMS int64  `json:"total_max_ms"`
-	DowntimeMS int64  `json:"downtime_ms"`
-	ObservedMS int64  `json:"observed_downtime_ms"`
-	SrcQEMUMs  int64  `json:"src_qemu_cpu_ms"`
-	DstQEMUMs  int64  `json:"dst_qemu_cpu_ms"`
-	VmigrateMs int64  `json:"vmigrate_cpu_ms"`
+	Body   string `json:"body"`
+	Config string `json:"config"`
+	RowStats
+	SrcQEMUMs  int64 `json:"src_qemu_cpu_ms"`
+	DstQEMUMs  int64 `json:"dst_qemu_cpu_ms"`
+	VmigrateMs int64 `json:"vmigrate_cpu_ms"`
 }
 
 // NativeResult is the whole comparison.
@@ -167,22 +157,12 @@ func Native(ctx context.Context, o NativeOptions) (NativeResult, error) {
 		return NativeResult{}, fmt.Errorf("bench native: %w", err)
 	}
 	res := NativeResult{Link: o.Link.String(), MemBytes: o.MemBytes, Workload: o.Workload, MaxTime: o.MaxTime.String()}
-	for _, body := range o.Bodies {
-		for rep := 1; rep <= o.Repeat; rep++ {
-			for _, c := range o.Configs {
-				if err := ctx.Err(); err != nil {
-					return res, err
-				}
-				run, err := nativeRun(ctx, o, body, c, rep)
-				if err != nil {
-					return res, err
-				}
-				res.Runs = append(res.Runs, run)
-				if o.Each != nil {
-					o.Each(run)
-				}
-			}
-		}
+	var err error
+	res.Runs, err = rounds(ctx, o.Bodies, o.Repeat, o.Configs, func(body, c string, rep int) (NativeRun, error) {
+		return nativeRun(ctx, o, body, c, rep)
+	}, o.Each)
+	if err != nil {
+		return res, err
 	}
 	res.Rows = nativeRows(res.Runs, o.Bodies, o.Configs)
 	return res, nil
@@ -311,31 +291,18 @@ func nativeRows(runs []NativeRun, bodies, configs []string) []NativeRow {
 	for _, b := range bodies {
 		for _, c := range configs {
 			row := NativeRow{Body: b, Config: c}
-			var wire, total, down, obs, src, dst, vm []int64
+			var acc rowAcc
+			var src, dst, vm []int64
 			for _, r := range runs {
 				if r.Body != b || r.Config != c {
 					continue
 				}
-				if r.Error != "" || !r.Verified {
-					row.Failed++
-					continue
-				}
-				row.Runs++
-				if r.Forced {
-					row.Forced++
-				}
-				wire, total = append(wire, r.WireBytes), append(total, r.TotalMS)
-				down, obs = append(down, r.DowntimeMS), append(obs, r.ObservedMS)
-				if r.CPU != nil {
+				if acc.add(r.Error == "" && r.Verified, r.Forced, r.WireBytes, r.TotalMS, r.DowntimeMS, r.ObservedMS) && r.CPU != nil {
 					src, dst, vm = append(src, r.CPU.SrcQEMUMs), append(dst, r.CPU.DstQEMUMs), append(vm, r.CPU.VmigrateMs)
 				}
 			}
-			if row.Runs > 0 {
-				row.WireBytes, row.WireMin, row.WireMax = median(wire), slices.Min(wire), slices.Max(wire)
-				row.TotalMS, row.TotalMinMS, row.TotalMaxMS = median(total), slices.Min(total), slices.Max(total)
-				row.DowntimeMS, row.ObservedMS = median(down), median(obs)
-				row.SrcQEMUMs, row.DstQEMUMs, row.VmigrateMs = median(src), median(dst), median(vm)
-			}
+			row.RowStats = acc.stats()
+			row.SrcQEMUMs, row.DstQEMUMs, row.VmigrateMs = median(src), median(dst), median(vm)
 			rows = append(rows, row)
 		}
 	}

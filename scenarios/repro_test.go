@@ -37,7 +37,8 @@ func loadRecord() LoadRecord {
 }
 
 func ufpeRunFor(size int64, config string, rep int, totalMS int64, during, outside float64, errs int) UFPERun {
-	r := UFPERun{MemBytes: size, Config: config, Rep: rep, TotalMS: totalMS, DowntimeMS: 100, ObservedMS: 300, WireBytes: size / 2, Verified: true, LoadRecord: loadRecord()}
+	r := UFPERun{MemBytes: size, Config: config, Rep: rep, LoadRecord: loadRecord(),
+		MigrationRecord: MigrationRecord{TotalMS: totalMS, DowntimeMS: 100, ObservedMS: 300, WireBytes: size / 2, Verified: true}}
 	r.Rate, r.CapacityRPS = 300, 600+float64(rep)
 	r.During = loadgen.Summary{Requests: 30000, OK: 30000 - errs, Errors: map[loadgen.Outcome]int{loadgen.OutcomeTimeout: errs}, MeanMS: during, P99MS: during * 10, ReplyRate: 2900, SendRate: 3000}
 	r.Outside = loadgen.Summary{Requests: 60000, OK: 60000, MeanMS: outside, P99MS: outside * 3, ReplyRate: 3000, SendRate: 3000}
@@ -120,7 +121,7 @@ func checkPlots(t *testing.T, dir, md string, names []string) {
 // CloudNet's rows, ratios against the paper's, and the report.
 func TestCloudNetRowsRatiosAndReport(t *testing.T) {
 	run := func(w, mode string, rep int, wire, total, down, obs int64) CloudNetRun {
-		return CloudNetRun{Workload: w, Mode: mode, Rep: rep, WireBytes: wire, TotalMS: total, DowntimeMS: down, ObservedMS: obs, Verified: true}
+		return CloudNetRun{Workload: w, Mode: mode, Rep: rep, MigrationRecord: MigrationRecord{WireBytes: wire, TotalMS: total, DowntimeMS: down, ObservedMS: obs, Verified: true}}
 	}
 	runs := []CloudNetRun{
 		run(CloudNetTPCW, ModeDefault, 1, 1000, 100_000, 3000, 3500),

@@ -3,7 +3,6 @@ package scenarios
 import (
 	"context"
 	"fmt"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -13,7 +12,6 @@ import (
 
 	"github.com/vmigrate/vmigrate/guest"
 	"github.com/vmigrate/vmigrate/guest/workload"
-	"github.com/vmigrate/vmigrate/stopcopy"
 	"github.com/vmigrate/vmigrate/wanlink"
 )
 
@@ -66,38 +64,19 @@ type RunInfo struct {
 
 // UFPERun is one migration under load.
 type UFPERun struct {
-	Info       RunInfo `json:"info"`
-	MemBytes   int64   `json:"mem_bytes"`
-	Config     string  `json:"config"`
-	Rep        int     `json:"rep"`
-	Lab        string  `json:"lab"` // qmp or libvirt
-	Path       string  `json:"path"`
-	QEMU       string  `json:"qemu"`
-	Accel      string  `json:"accel"`
-	WireBytes  int64   `json:"wire_bytes"`
-	TotalMS    int64   `json:"total_ms"`
-	DowntimeMS int64   `json:"downtime_ms"`
-	ObservedMS int64   `json:"observed_downtime_ms"`
-	Forced     bool    `json:"forced"`
-	Verified   bool    `json:"verified"`
-	Error      string  `json:"error,omitempty"`
+	Info     RunInfo `json:"info"`
+	MemBytes int64   `json:"mem_bytes"`
+	Config   string  `json:"config"`
+	Rep      int     `json:"rep"`
+	MigrationRecord
 	LoadRecord
-	Result *DemoResult `json:"result,omitempty"`
 }
 
 // UFPERow is one size and configuration: medians over verified runs.
 type UFPERow struct {
-	MemBytes     int64   `json:"mem_bytes"`
-	Config       string  `json:"config"`
-	Runs         int     `json:"runs"`
-	Failed       int     `json:"failed"`
-	Forced       int     `json:"forced"`
-	TotalMS      int64   `json:"total_ms"`
-	TotalMinMS   int64   `json:"total_min_ms"`
-	TotalMaxMS   int64   `json:"total_max_ms"`
-	DowntimeMS   int64   `json:"downtime_ms"`
-	ObservedMS   int64   `json:"observed_downtime_ms"`
-	WireBytes    int64   `json:"wire_bytes"`
+	MemBytes int64  `json:"mem_bytes"`
+	Config   string `json:"config"`
+	RowStats
 	LinkMbps     float64 `json:"link_mean_mbps"`
 	SendRate     float64 `json:"send_rate"`  // requests/s sent during the migration
 	ReplyRate    float64 `json:"reply_rate"` // answers/s during the migration
@@ -192,34 +171,16 @@ func UFPE(ctx context.Context, o UFPEOptions) (UFPEResult, error) {
 	}
 	res := UFPEResult{Lab: labName(o.Libvirt), Server: UFPEServer, Link: o.Link.String(), Rate: o.Load.Rate, Share: o.Load.Share,
 		Timeout: o.Load.Timeout.String(), Memdirty: o.Memdirty, WSS: o.WSSPercent}
-	for _, size := range o.Sizes {
-		for rep := 1; rep <= o.Repeat; rep++ {
-			for _, c := range o.Configs {
-				if err := ctx.Err(); err != nil {
-					return res, err
-				}
-				run, err := ufpeRun(ctx, o, size, c, rep)
-				if err != nil {
-					return res, err
-				}
-				res.Runs = append(res.Runs, run)
-				if o.Each != nil {
-					o.Each(run)
-				}
-			}
-		}
-	}
+	var err error
+	res.Runs, err = rounds(ctx, o.Sizes, o.Repeat, o.Configs, func(size int64, c string, rep int) (UFPERun, error) {
+		return ufpeRun(ctx, o, size, c, rep)
+	}, o.Each)
 	res.Rows = UFPERows(res.Runs)
-	return res, nil
+	return res, err
 }
 
 func ufpeRun(ctx context.Context, o UFPEOptions, size int64, config string, rep int) (UFPERun, error) {
-	run := UFPERun{Info: o.Info, MemBytes: size, Config: config, Rep: rep, Lab: labName(o.Libvirt)}
-	dir, err := os.MkdirTemp("", "vmufpe")
-	if err != nil {
-		return run, err
-	}
-	defer os.RemoveAll(dir)
+	run := UFPERun{Info: o.Info, MemBytes: size, Config: config, Rep: rep}
 	w := o.Memdirty
 	w.WSSBytes = size * int64(o.WSSPercent) / 100 / workload.PageSize * workload.PageSize
 	if w.WSSBytes == 0 {
@@ -227,30 +188,11 @@ func ufpeRun(ctx context.Context, o UFPEOptions, size int64, config string, rep 
 	}
 	d := DemoOptions{Image: o.Image, MemBytes: size, Workload: w, Accel: o.Accel, QEMU: o.QEMU, CacheDir: o.CacheDir,
 		AllowUnsafeTCG: o.AllowUnsafeTCG, Libvirt: o.Libvirt, Log: o.Log}
-	closePath, err := configPath(&d, config, dir, o.Link, o.MaxTime, size, o.Log)
-	if err != nil {
-		return run, err
-	}
-	defer closePath()
 	lo := o.Load
-	lo.Span = lo.Before + o.MaxTime + lo.After + 5*time.Minute
 	if o.Keep != "" {
 		lo.Keep = filepath.Join(o.Keep, fmt.Sprintf("ufpe-%s-%s-%d.csv.gz", SizeName(size), config, rep))
 	}
-	d.Around = loaded(lo, &run.LoadRecord)
-	dr, err := Demo(ctx, d)
-	if err := stopsExperiment(ctx, dr, err); err != nil {
-		return run, err
-	}
-	run.Result = &dr
-	run.Path, run.QEMU, run.Accel = dr.Path, dr.QEMU.Version, dr.Accel
-	run.WireBytes, run.TotalMS, run.DowntimeMS, run.ObservedMS = dr.WireBytes, dr.TotalMS, dr.DowntimeMS, dr.ObservedDowntimeMS
-	run.Verified = dr.Verified
-	run.Forced = dr.Decision != nil && dr.Decision.Rule == stopcopy.RuleBudgetTime
-	if err != nil {
-		run.Error = err.Error()
-	}
-	return run, nil
+	return run, loadedMigration(ctx, d, config, o.Link, o.MaxTime, lo, &run.MigrationRecord, &run.LoadRecord)
 }
 
 // SizeName is a RAM size as the study wrote it: 512M, 1G, 2G.
@@ -268,57 +210,34 @@ func UFPERows(runs []UFPERun) []UFPERow {
 		size   int64
 		config string
 	}
-	var keys []key
-	by := map[key][]UFPERun{}
-	for _, r := range runs {
-		k := key{r.MemBytes, r.Config}
-		if _, ok := by[k]; !ok {
-			keys = append(keys, k)
-		}
-		by[k] = append(by[k], r)
-	}
+	keys, by := groupBy(runs, func(r UFPERun) key { return key{r.MemBytes, r.Config} })
 	var rows []UFPERow
 	for _, k := range keys {
 		row := UFPERow{MemBytes: k.size, Config: k.config}
-		var total, down, obs, wire, dErr, oErr []int64
+		var acc rowAcc
+		var dErr, oErr []int64
 		var link, send, reply, dMean, dP99, oMean, oP99, oReply, rate, capa []float64
 		for _, r := range by[k] {
-			if !r.Verified {
-				row.Failed++
+			if !acc.addRecord(r.MigrationRecord) {
 				continue
 			}
-			row.Runs++
-			if r.Forced {
-				row.Forced++
-			}
-			total, down, obs, wire = append(total, r.TotalMS), append(down, r.DowntimeMS), append(obs, r.ObservedMS), append(wire, r.WireBytes)
 			dErr, oErr = append(dErr, int64(failed(r.During))), append(oErr, int64(failed(r.Outside)))
 			link, send, reply = append(link, r.LinkMeanMbps), append(send, r.During.SendRate), append(reply, r.During.ReplyRate)
 			dMean, dP99 = append(dMean, r.During.MeanMS), append(dP99, r.During.P99MS)
 			oMean, oP99, oReply = append(oMean, r.Outside.MeanMS), append(oP99, r.Outside.P99MS), append(oReply, r.Outside.ReplyRate)
 			rate, capa = append(rate, r.Rate), append(capa, r.CapacityRPS)
 		}
+		row.RowStats = acc.stats()
 		if row.Runs > 0 {
-			row.TotalMS, row.TotalMinMS, row.TotalMaxMS = median(total), slices.Min(total), slices.Max(total)
-			row.DowntimeMS, row.ObservedMS, row.WireBytes = median(down), median(obs), median(wire)
 			row.DuringErrors, row.OutErrors = int(median(dErr)), int(median(oErr))
-			row.LinkMbps, row.SendRate, row.ReplyRate = medianF(link), medianF(send), medianF(reply)
-			row.DuringMeanMS, row.DuringP99MS = medianF(dMean), medianF(dP99)
-			row.OutMeanMS, row.OutP99MS, row.OutReplyRate = medianF(oMean), medianF(oP99), medianF(oReply)
-			row.Rate, row.CapacityRPS = medianF(rate), medianF(capa)
+			row.LinkMbps, row.SendRate, row.ReplyRate = median(link), median(send), median(reply)
+			row.DuringMeanMS, row.DuringP99MS = median(dMean), median(dP99)
+			row.OutMeanMS, row.OutP99MS, row.OutReplyRate = median(oMean), median(oP99), median(oReply)
+			row.Rate, row.CapacityRPS = median(rate), median(capa)
 		}
 		rows = append(rows, row)
 	}
 	return rows
-}
-
-// medianF is median for float64s (the lower middle for an even count).
-func medianF(xs []float64) float64 {
-	if len(xs) == 0 {
-		return 0
-	}
-	slices.Sort(xs)
-	return xs[(len(xs)-1)/2]
 }
 
 // Trend says, per configuration, whether the median migration time grows

@@ -94,18 +94,10 @@ func (b Bars) validate() error {
 
 // render validates b and draws it.
 func (b Bars) render() (image.Image, layout, error) {
-	sz, err := sizeOf(b.Width, b.Height, b.DPI)
+	plt, sz, err := newPlot(b.Width, b.Height, b.DPI, b.validate, b.Title, b.YLabel)
 	if err != nil {
 		return nil, layout{}, err
 	}
-	if err := b.validate(); err != nil {
-		return nil, layout{}, err
-	}
-
-	plt := plot.New()
-	plt.Title.Text = b.Title
-	plt.Y.Label.Text = b.YLabel
-	plt.Y.Tick.Marker = tidyTicks{}
 	plt.NominalX(b.Categories...)
 
 	grid := plotter.NewGrid()

@@ -34,6 +34,23 @@ const (
 	maxPixels = 8192 // per side
 )
 
+// newPlot checks a figure's size and data (validate) and starts its plot
+// with a title and a tidy Y axis.
+func newPlot(width, height float64, dpi int, validate func() error, title, yLabel string) (*plot.Plot, figureSize, error) {
+	sz, err := sizeOf(width, height, dpi)
+	if err != nil {
+		return nil, sz, err
+	}
+	if err := validate(); err != nil {
+		return nil, sz, err
+	}
+	plt := plot.New()
+	plt.Title.Text = title
+	plt.Y.Label.Text = yLabel
+	plt.Y.Tick.Marker = tidyTicks{}
+	return plt, sz, nil
+}
+
 // figureSize is a validated figure size.
 type figureSize struct {
 	w, h vg.Length

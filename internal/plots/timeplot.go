@@ -101,20 +101,12 @@ func (p TimePlot) validate() error {
 
 // render validates p and draws it.
 func (p TimePlot) render() (image.Image, layout, error) {
-	sz, err := sizeOf(p.Width, p.Height, p.DPI)
+	plt, sz, err := newPlot(p.Width, p.Height, p.DPI, p.validate, p.Title, p.YLabel)
 	if err != nil {
 		return nil, layout{}, err
 	}
-	if err := p.validate(); err != nil {
-		return nil, layout{}, err
-	}
-
-	plt := plot.New()
-	plt.Title.Text = p.Title
 	plt.X.Label.Text = p.XLabel
-	plt.Y.Label.Text = p.YLabel
 	plt.X.Tick.Marker = tidyTicks{}
-	plt.Y.Tick.Marker = tidyTicks{}
 
 	// Bands first, so that grid and lines are drawn over them.
 	var spanEntries []legendEntry
