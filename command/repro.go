@@ -88,7 +88,7 @@ Needs root; about 40 minutes with the defaults.`,
 			&cli.StringFlag{Name: "modes", Value: "default,optimised", Usage: "modes, comma separated"},
 			&cli.StringFlag{Name: "optimised", Value: "vmigrate-auto", Usage: "the optimised mode's configuration (vmigrate-{fast,lz4,max,auto})"},
 			&cli.Float64Flag{Name: "request-rate", Value: 200, Usage: "tpcw's web requests per second"},
-		}, reproFlags("results/cloudnet", "100mbit", "50ms", "200s")...),
+		}, reproFlags("results/cloudnet", "100mbit", "50ms", "150s")...),
 		Action: cloudnetAction,
 	}
 }

@@ -38,7 +38,7 @@ type CloudNetOptions struct {
 	Modes     []string       // default default, optimised
 	Link      wanlink.Config // default 100 Mbit/s, 50 ms RTT
 	Repeat    int            // default 3
-	MaxTime   time.Duration  // force stop-and-copy after this long (default 200 s)
+	MaxTime   time.Duration  // force stop-and-copy after this long (default 150 s)
 	// Optimised is the configuration of the optimised mode (default
 	// vmigrate-auto); Default the default mode's (qemu-default).
 	Optimised, Default string
@@ -151,7 +151,7 @@ func (o *CloudNetOptions) defaults() {
 		o.Repeat = 3
 	}
 	if o.MaxTime == 0 {
-		o.MaxTime = 200 * time.Second
+		o.MaxTime = 150 * time.Second
 	}
 	if o.Default == "" {
 		o.Default = "qemu-default"
