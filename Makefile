@@ -51,7 +51,7 @@ demo: deps guest
 
 # The published experiments (docs/reproductions.md), each report into
 # $(REPRO_OUT)/NAME: the UFPE study, CloudNet's table, Lai et al.'s disks.
-# About two hours on a 2-core machine; not part of make test.
+# About 75 minutes on a 2-core machine; not part of make test.
 REPRO_OUT ?= results
 reproduce: deps guest
 	./$(BIN) scenario ufpe --out $(REPRO_OUT)/ufpe
