@@ -1,8 +1,10 @@
 package scenarios
 
 import (
+	"compress/gzip"
 	"context"
 	"image/png"
+	"io"
 	"math"
 	"net"
 	"net/http"
@@ -10,10 +12,12 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/vmigrate/vmigrate/loadgen"
+	"github.com/vmigrate/vmigrate/migrate"
 )
 
 // loadRecord is a plausible loaded run: answers every quarter second,
@@ -214,5 +218,74 @@ func TestCapacity(t *testing.T) {
 	defer bad.Close()
 	if _, err := capacity(context.Background(), env, bad.URL, 2, 300*time.Millisecond); err == nil || !strings.Contains(err.Error(), "no request") {
 		t.Errorf("a server answering 503: %v", err)
+	}
+}
+
+// A loaded run against a real server on loopback: the capacity caps the
+// rate, the phases sit where the run put them, every phase has requests,
+// the link sampler sees the bytes of the migration only, and the
+// requests are kept as CSV.
+func TestLoaded(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(5 * time.Millisecond)
+		w.Write([]byte("page"))
+	}))
+	defer srv.Close()
+	var wire atomic.Int64
+	var d net.Dialer
+	env := LabEnv{GuestIP: strings.TrimPrefix(srv.URL, "http://"), Dial: d.DialContext, Wire: wire.Load}
+	keep := filepath.Join(t.TempDir(), "requests.csv.gz")
+	var rec LoadRecord
+	lo := LoadOptions{Rate: 100000, Share: 0.5, Timeout: time.Second, Before: time.Second, After: time.Second, Span: time.Minute, Keep: keep}
+	after, err := loaded(lo, &rec)(context.Background(), env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The "migration": 1 s, 10 MB over the link.
+	for range 10 {
+		time.Sleep(100 * time.Millisecond)
+		wire.Add(1e6)
+	}
+	after(&DemoResult{Result: migrate.Result{TotalMS: 1000, SwitchoverMS: 900, DowntimeMS: 50}})
+	if rec.CapacityRPS < 100 || rec.Rate > rec.CapacityRPS/2+1 || rec.Rate < 1 {
+		t.Errorf("capacity %.0f/s, rate %.0f/s: want the rate at half the capacity", rec.CapacityRPS, rec.Rate)
+	}
+	if math.Abs(rec.MigStartS-1) > 0.2 || math.Abs(rec.MigEndS-rec.MigStartS-1) > 1e-9 || math.Abs(rec.SwitchoverS-rec.MigStartS-0.9) > 1e-9 || rec.LoadEndS < rec.MigEndS+0.9 {
+		t.Errorf("phases: start %.2f, switchover %.2f, end %.2f, load end %.2f", rec.MigStartS, rec.SwitchoverS, rec.MigEndS, rec.LoadEndS)
+	}
+	for name, s := range map[string]loadgen.Summary{"before": rec.Before, "during": rec.During, "after": rec.After} {
+		if s.Requests == 0 || s.OK != s.Requests {
+			t.Errorf("%s: %+v", name, s)
+		}
+	}
+	if rec.Outside.Requests != rec.Before.Requests+rec.After.Requests {
+		t.Errorf("outside %d requests, before %d + after %d", rec.Outside.Requests, rec.Before.Requests, rec.After.Requests)
+	}
+	// 10 MB in about a second: 80 Mbit/s on average over the migration,
+	// nothing outside it.
+	if rec.LinkMeanMbps < 40 || rec.LinkMeanMbps > 160 || rec.LinkPeakMbps < rec.LinkMeanMbps {
+		t.Errorf("link mean %.0f Mbit/s, peak %.0f", rec.LinkMeanMbps, rec.LinkPeakMbps)
+	}
+	for _, s := range rec.Link {
+		if (s.T < rec.MigStartS-0.05 || s.T > rec.MigEndS+0.5) && s.Mbps != 0 {
+			t.Errorf("link %.0f Mbit/s at %.2f s, outside the migration", s.Mbps, s.T)
+		}
+	}
+	f, err := os.Open(rec.RequestsFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	zr, err := gzip.NewReader(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines, err := io.ReadAll(zr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	all := rec.Before.Requests + rec.During.Requests + rec.After.Requests
+	if n := strings.Count(string(lines), "\n"); n != all+1 || !strings.HasPrefix(string(lines), "due_ms,sent_ms,latency_ms,outcome,status\n") || !strings.Contains(string(lines), ",ok,200\n") {
+		t.Errorf("%d lines for %d requests:\n%.200s", n, all, lines)
 	}
 }
