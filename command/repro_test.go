@@ -109,7 +109,7 @@ func TestScenarioUFPE(t *testing.T) {
 		t.Fatalf("%d runs", len(runs))
 	}
 	for _, r := range runs {
-		if r.Error != "" || !r.Verified || r.Lab != "libvirt" || !strings.HasPrefix(r.Info.Command, "vmigrate scenario ufpe") || r.QEMU == "" {
+		if r.Error != "" || !r.Verified || r.Lab != "libvirt" || !strings.HasPrefix(r.Info.Command, "vmigrate ") || r.Info.Cores < 1 || r.QEMU == "" {
 			t.Errorf("%s: error %q, verified %v, lab %s, info %+v, qemu %q", r.Config, r.Error, r.Verified, r.Lab, r.Info, r.QEMU)
 		}
 		if r.CapacityRPS <= 0 || r.Rate <= 0 || r.Rate > r.CapacityRPS/2+1 {
@@ -118,7 +118,7 @@ func TestScenarioUFPE(t *testing.T) {
 		if r.Before.Requests == 0 || r.During.Requests == 0 || r.After.Requests == 0 || r.Outside.Requests != r.Before.Requests+r.After.Requests {
 			t.Errorf("%s: requests before %d, during %d, after %d, outside %d", r.Config, r.Before.Requests, r.During.Requests, r.After.Requests, r.Outside.Requests)
 		}
-		if !(r.MigStartS >= 3 && r.MigStartS < r.SwitchoverS+0.001 && r.SwitchoverS <= r.MigEndS && r.MigEndS < r.LoadEndS) {
+		if !(r.MigStartS >= 2.9 && r.MigStartS < r.SwitchoverS+0.001 && r.SwitchoverS <= r.MigEndS && r.MigEndS < r.LoadEndS) {
 			t.Errorf("%s: phases %.2f %.2f %.2f %.2f", r.Config, r.MigStartS, r.SwitchoverS, r.MigEndS, r.LoadEndS)
 		}
 		if r.LinkPeakMbps <= 0 || len(r.Buckets) == 0 {
