@@ -39,14 +39,7 @@ type BarSeries struct {
 // Save validates b and writes it as a PNG image to path. On error, path is
 // left as it was.
 func (b Bars) Save(path string) error {
-	img, _, err := b.render()
-	if err != nil {
-		return fmt.Errorf("bar chart %q: %w", b.Title, err)
-	}
-	if err := writePNG(path, img); err != nil {
-		return fmt.Errorf("bar chart %q: write: %w", b.Title, err)
-	}
-	return nil
+	return save("bar chart", b.Title, path, b.render)
 }
 
 // validate checks everything that would make a chart wrong or empty.

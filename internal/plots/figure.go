@@ -34,6 +34,19 @@ const (
 	maxPixels = 8192 // per side
 )
 
+// save renders a figure and writes it as a PNG image to path; on error
+// path is left as it was.
+func save(kind, title, path string, render func() (image.Image, layout, error)) error {
+	img, _, err := render()
+	if err != nil {
+		return fmt.Errorf("%s %q: %w", kind, title, err)
+	}
+	if err := writePNG(path, img); err != nil {
+		return fmt.Errorf("%s %q: write: %w", kind, title, err)
+	}
+	return nil
+}
+
 // newPlot checks a figure's size and data (validate) and starts its plot
 // with a title and a tidy Y axis.
 func newPlot(width, height float64, dpi int, validate func() error, title, yLabel string) (*plot.Plot, figureSize, error) {

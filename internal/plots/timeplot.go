@@ -52,14 +52,7 @@ type TimePlot struct {
 // Save validates p and writes it as a PNG image to path. On error, path is
 // left as it was.
 func (p TimePlot) Save(path string) error {
-	img, _, err := p.render()
-	if err != nil {
-		return fmt.Errorf("time plot %q: %w", p.Title, err)
-	}
-	if err := writePNG(path, img); err != nil {
-		return fmt.Errorf("time plot %q: write: %w", p.Title, err)
-	}
-	return nil
+	return save("time plot", p.Title, path, p.render)
 }
 
 // validate checks everything that would make a plot wrong or empty.
