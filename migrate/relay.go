@@ -135,6 +135,7 @@ type RelayTransport struct {
 	// Socket, when set, is the relay's socket path instead of one in Dir.
 	Socket string
 
+	mu     sync.Mutex // guards relay: Counts runs beside Open
 	relay  *Relay
 	cancel context.CancelFunc
 	done   chan error
@@ -165,7 +166,9 @@ func (t *RelayTransport) Open(ctx context.Context, incomingURI string) (string, 
 	if err != nil {
 		return "", err
 	}
+	t.mu.Lock()
 	t.relay = relay
+	t.mu.Unlock()
 	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	t.cancel = cancel
 	t.done = make(chan error, 1)
@@ -175,10 +178,13 @@ func (t *RelayTransport) Open(ctx context.Context, incomingURI string) (string, 
 
 // Counts implements Transport.
 func (t *RelayTransport) Counts() (int64, int64) {
-	if t.relay == nil {
+	t.mu.Lock()
+	relay := t.relay
+	t.mu.Unlock()
+	if relay == nil {
 		return 0, 0
 	}
-	return t.relay.BytesToDest(), 0
+	return relay.BytesToDest(), 0
 }
 
 // Err implements Transport.

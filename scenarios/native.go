@@ -421,10 +421,11 @@ type LinkPath struct {
 	Link wanlink.Config
 	Log  *zap.Logger
 
+	mu     sync.Mutex // guards link and done: Counts and Err run beside Open
 	link   *wanlink.Link
 	ln     net.Listener
 	cancel context.CancelFunc
-	done   chan error
+	done   chan struct{} // closed when the relay has stopped, err set
 	once   sync.Once
 	err    error
 }
@@ -452,10 +453,18 @@ func (p *LinkPath) Open(ctx context.Context, incomingURI string) (string, error)
 		return "", fmt.Errorf("link path: %w", err)
 	}
 	life, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	p.link, p.ln, p.cancel, p.done = link, ln, cancel, make(chan error, 1)
+	done := make(chan struct{})
+	p.mu.Lock()
+	p.link, p.ln, p.cancel, p.done = link, ln, cancel, done
+	p.mu.Unlock()
 	var d net.Dialer
 	go func() {
-		p.done <- wanlink.Serve(life, ln, func(ctx context.Context) (net.Conn, error) { return d.DialContext(ctx, network, addr) }, link)
+		err := wanlink.Serve(life, ln, func(ctx context.Context) (net.Conn, error) { return d.DialContext(ctx, network, addr) }, link)
+		if errors.Is(err, context.Canceled) || errors.Is(err, net.ErrClosed) {
+			err = nil
+		}
+		p.err = err
+		close(done)
 	}()
 	return "unix:" + sock, nil
 }
@@ -463,36 +472,43 @@ func (p *LinkPath) Open(ctx context.Context, incomingURI string) (string, error)
 // Counts implements migrate.Transport: what the source sent into the
 // link, and what crossed it both ways.
 func (p *LinkPath) Counts() (stream, wire int64) {
-	if p.link == nil {
+	p.mu.Lock()
+	link := p.link
+	p.mu.Unlock()
+	if link == nil {
 		return 0, 0
 	}
-	st := p.link.Stats()
+	st := link.Stats()
 	return st.Forward.Bytes, st.Forward.Bytes + st.Reverse.Bytes
 }
 
 // Err implements migrate.Transport.
 func (p *LinkPath) Err() error {
-	if p.done == nil {
+	p.mu.Lock()
+	done := p.done
+	p.mu.Unlock()
+	if done == nil {
 		return nil
 	}
 	select {
-	case err := <-p.done:
-		if err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, net.ErrClosed) {
-			p.err = err
-		}
+	case <-done:
+		return p.err // written before done was closed
 	default:
+		return nil
 	}
-	return p.err
 }
 
 // Close implements migrate.Transport.
 func (p *LinkPath) Close() error {
 	p.once.Do(func() {
-		if p.cancel != nil {
-			p.cancel()
-			p.ln.Close()
-			<-p.done
-			p.link.Close()
+		p.mu.Lock()
+		cancel, ln, done, link := p.cancel, p.ln, p.done, p.link
+		p.mu.Unlock()
+		if cancel != nil {
+			cancel()
+			ln.Close()
+			<-done
+			link.Close()
 		}
 	})
 	return nil

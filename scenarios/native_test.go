@@ -84,11 +84,37 @@ func TestLinkPath(t *testing.T) {
 		}
 	}()
 	p := &LinkPath{Dir: dir, Link: wanlink.Config{Bandwidth: 100e6 / 8, RTT: 10 * time.Millisecond}}
+	// A sampler reads the counters from before Open (as the scenarios'
+	// link sampler does); -race checks that this is safe.
+	stopSampler := make(chan struct{})
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		for {
+			p.Counts()
+			p.Err()
+			select {
+			case <-stopSampler:
+				return
+			case <-time.After(time.Millisecond):
+			}
+		}
+	}()
 	uri, err := p.Open(context.Background(), "unix:"+in)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer p.Close()
+	defer func() {
+		close(stopSampler)
+		<-sampled
+		closed := make(chan struct{})
+		go func() { p.Close(); close(closed) }()
+		select {
+		case <-closed:
+		case <-time.After(10 * time.Second):
+			t.Error("Close after Err did not return")
+		}
+	}()
 	msgs := [][]byte{bytes.Repeat([]byte("a"), 100000), []byte("second"), bytes.Repeat([]byte("c"), 5000)}
 	for _, m := range msgs {
 		c, err := net.Dial("unix", strings.TrimPrefix(uri, "unix:"))

@@ -49,7 +49,32 @@ func TestMigrateOverWAN(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
+	// A sampler reads the counters from before Open to after the end, as
+	// the scenarios' link sampler does (-race checks it is safe): the wire
+	// count never goes backwards.
+	stop, sampled := make(chan struct{}), make(chan int64)
+	go func() {
+		var last, backwards int64
+		for {
+			_, wire := path.Counts()
+			path.Err()
+			if wire < last {
+				backwards++
+			}
+			last = wire
+			select {
+			case <-stop:
+				sampled <- backwards
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
+	}()
 	res, err := migrate.Run(ctx, migrate.Options{Src: src, Dst: dst, IncomingURI: l.IncomingURI, Transport: path, Log: zaptest.NewLogger(t)})
+	close(stop)
+	if n := <-sampled; n > 0 {
+		t.Errorf("the sampled wire count went backwards %d times", n)
+	}
 	if err != nil {
 		t.Fatalf("run: %v", err)
 	}

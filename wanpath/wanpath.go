@@ -74,7 +74,10 @@ type Path struct {
 	// disks are extra channels, one per disk (CarryDisk), relayed as they are.
 	disks []diskChannel
 
-	cancel   context.CancelFunc
+	cancel context.CancelFunc
+	// mu guards dest, link and src: Open sets them while Counts and Err
+	// are read by samplers running beside the migration.
+	mu       sync.Mutex
 	dest     *tunnel.Dest
 	destDisk *blockcodec.Codec // the block codec of a dest end in this process
 	link     *wanlink.Link
@@ -128,7 +131,7 @@ type diskChannel struct {
 // forward (unix:PATH). A remote dest end must know the channel's name.
 // The bytes pass through the block codec (Config.DiskCodec) or as they are.
 func (p *Path) CarryDisk(name, listen, forward string) (string, error) {
-	if p.src != nil {
+	if src, _, _ := p.ends(); src != nil {
 		return "", errors.New("wanpath: CarryDisk after Open")
 	}
 	var codec *blockcodec.Codec
@@ -197,7 +200,9 @@ func (p *Path) Open(ctx context.Context, incomingURI string) (string, error) {
 			p.Close()
 			return "", err
 		}
+		p.mu.Lock()
 		p.dest = dest
+		p.mu.Unlock()
 		peer = dest.Addr().String()
 	}
 	if p.cfg.Link != nil {
@@ -206,7 +211,9 @@ func (p *Path) Open(ctx context.Context, incomingURI string) (string, error) {
 			p.Close()
 			return "", err
 		}
+		p.mu.Lock()
 		p.link = link
+		p.mu.Unlock()
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			p.Close()
@@ -244,38 +251,49 @@ func (p *Path) Open(ctx context.Context, incomingURI string) (string, error) {
 		p.Close()
 		return "", err
 	}
+	p.mu.Lock()
 	p.src = src
+	p.mu.Unlock()
 	return "unix:" + sock, nil
 }
 
 // Counts implements migrate.Transport: the bytes QEMU sent into the
 // tunnel, and the bytes that crossed the link both ways.
 func (p *Path) Counts() (stream, wire int64) {
+	src, link, _ := p.ends()
 	switch {
 	case p.cfg.Codec != nil:
 		stream = p.cfg.Codec.Stats().StreamBytes // the channel carries the encoded form
-	case p.src != nil:
-		for _, r := range p.src.Stats().Relays {
+	case src != nil:
+		for _, r := range src.Stats().Relays {
 			if r.Name == ChannelRAM {
 				stream += r.ToPeer
 			}
 		}
 	}
-	if p.link != nil {
-		st := p.link.Stats()
+	if link != nil {
+		st := link.Stats()
 		wire = st.Forward.Bytes + st.Reverse.Bytes
 	}
 	return stream, wire
 }
 
+// ends are the path's parts that Open sets, read under p.mu.
+func (p *Path) ends() (*tunnel.Source, *wanlink.Link, *tunnel.Dest) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.src, p.link, p.dest
+}
+
 // ChannelBytes is what the source end sent into the tunnel on the
 // channels named name (a disk's, from CarryDisk).
 func (p *Path) ChannelBytes(name string) int64 {
-	if p.src == nil {
+	src, _, _ := p.ends()
+	if src == nil {
 		return 0
 	}
 	var n int64
-	for _, r := range p.src.Stats().Relays {
+	for _, r := range src.Stats().Relays {
 		if r.Name == name || strings.HasPrefix(r.Name, name+"+") { // with its codec's name
 			n += r.ToPeer
 		}
@@ -312,11 +330,12 @@ func (p *Path) ParsesStream() bool { return p.cfg.Codec != nil }
 // ends or of a relayed channel, and above all a stream the codec refused.
 func (p *Path) Err() error {
 	var stats []tunnel.EndpointStats
-	if p.src != nil {
-		stats = append(stats, p.src.Stats())
+	src, _, dest := p.ends()
+	if src != nil {
+		stats = append(stats, src.Stats())
 	}
-	if p.dest != nil {
-		stats = append(stats, p.dest.Stats())
+	if dest != nil {
+		stats = append(stats, dest.Stats())
 	}
 	var first error
 	for _, st := range stats {
@@ -343,14 +362,15 @@ func (p *Path) Err() error {
 // Close tears the path down: source end, link, dest end.
 func (p *Path) Close() error {
 	p.once.Do(func() {
-		if p.src != nil {
-			p.src.Close()
+		src, link, dest := p.ends()
+		if src != nil {
+			src.Close()
 		}
-		if p.link != nil {
-			p.link.Close()
+		if link != nil {
+			link.Close()
 		}
-		if p.dest != nil {
-			p.dest.Close()
+		if dest != nil {
+			dest.Close()
 			if c, ok := p.cfg.Codec.(interface{ Close() error }); ok {
 				c.Close() // its seed file written; a failure shows in its Stats
 			}
