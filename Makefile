@@ -25,10 +25,13 @@ guest: deps build
 
 # Everything: pure units with -race, transcript fakes, real QEMU end to end.
 # The lab runs QEMU 10.0 under TCG (docs/qemu-versions.md); the second line
-# runs the bad-input tests again on the system's QEMU 7.2.
+# runs the bad-input tests again on the system's QEMU 7.2. The load
+# generator's timed tests (rates and latencies, against httperf and ab)
+# wait for the third line: alone on the machine, without -race.
 test: deps guest lint
-	$(TESTENV) $(GO) test -race -count=1 -timeout 40m ./...
+	$(TESTENV) VMIGRATE_TIMED_TESTS=later $(GO) test -race -count=1 -timeout 40m ./...
 	$(TESTENV) VMIGRATE_QEMU=qemu-system-x86_64 $(GO) test -race -count=1 -timeout 10m -run 'TestRunBadInputChangesNothing' ./command
+	$(TESTENV) $(GO) test -count=1 -timeout 10m ./loadgen
 
 # The fast tier only (no QEMU needed).
 unit:
