@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/vmigrate/vmigrate/lab"
 	"github.com/vmigrate/vmigrate/migrate"
 	"github.com/vmigrate/vmigrate/probe"
 	"github.com/vmigrate/vmigrate/qmp"
@@ -248,7 +250,9 @@ func httpProbe(raw string) (*probe.Config, error) {
 	}
 	// One kept-alive connection (as Lab.ProbeClient): a fresh one per
 	// request would measure SYN retransmission timers, not the guest.
-	client := &http.Client{Transport: &http.Transport{MaxConnsPerHost: 1, MaxIdleConnsPerHost: 1, IdleConnTimeout: time.Minute}}
+	// Its dials are bounded as the lab's prober's (lab.ProbeDialTimeout).
+	dial := lab.BoundDial((&net.Dialer{}).DialContext, lab.ProbeDialTimeout)
+	client := &http.Client{Transport: &http.Transport{DialContext: dial, MaxConnsPerHost: 1, MaxIdleConnsPerHost: 1, IdleConnTimeout: time.Minute}}
 	return &probe.Config{Send: func(ctx context.Context) error {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, raw, nil)
 		if err != nil {

@@ -81,11 +81,27 @@ func (n *Netns) HTTPClient() *http.Client {
 // paused into a retransmission after 1 s (then 3 s, 7 s), a gap the guest
 // did not cause; a kept connection's data is retransmitted as soon as
 // the guest runs again (RTO of 200 ms on the bridge). A connection that
-// breaks is replaced.
+// breaks is replaced, by dials of at most ProbeDialTimeout each (see there).
 func (n *Netns) ProbeClient() *http.Client {
 	return &http.Client{
-		Transport: &http.Transport{DialContext: n.DialContext, MaxConnsPerHost: 1, MaxIdleConnsPerHost: 1, IdleConnTimeout: time.Minute},
+		Transport: &http.Transport{DialContext: BoundDial(n.DialContext, ProbeDialTimeout), MaxConnsPerHost: 1, MaxIdleConnsPerHost: 1, IdleConnTimeout: time.Minute},
 		Timeout:   30 * time.Second,
+	}
+}
+
+// ProbeDialTimeout bounds a prober's connection attempt. net/http lets a
+// dial outlive the request that started it, holding the client's only
+// connection slot: a dial whose SYN was lost while the guest was paused
+// would wait out TCP's back-off (1, 3, 7 s) and show as downtime the
+// guest did not cause. A new attempt sends its SYN at once.
+const ProbeDialTimeout = time.Second
+
+// BoundDial is dial with each attempt bounded by d.
+func BoundDial(dial func(ctx context.Context, network, addr string) (net.Conn, error), d time.Duration) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		ctx, cancel := context.WithTimeout(ctx, d)
+		defer cancel()
+		return dial(ctx, network, addr)
 	}
 }
 

@@ -48,14 +48,29 @@ func Run(ctx context.Context, c Config) (*Result, error) {
 const userAgent = "vmigrate-loadgen"
 
 // newTransport is the keep-alive client: up to c.Conns connections.
+//
+// net/http lets a dial go on after the request that started it gave up,
+// for a later request to use, and counts it against MaxConnsPerHost. A
+// dial whose SYN was lost (a server migrating, a link down) waits out
+// TCP's SYN back-off, up to two minutes: with every connection slot held
+// by such dials, no request could get through after the server came back.
+// Each dial is therefore bounded by the request timeout, as httperf's
+// connection attempts are, and a new one, sending a SYN at once, takes
+// the slot.
 func newTransport(c Config) *http.Transport {
 	dial := c.Dial
 	if dial == nil {
 		dial = (&net.Dialer{}).DialContext
 	}
+	timeout := c.Timeout
+	bounded := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		ctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		return dial(ctx, network, addr)
+	}
 	return &http.Transport{
 		Proxy:               nil, // the server itself, whatever $HTTP_PROXY says
-		DialContext:         dial,
+		DialContext:         bounded,
 		DisableCompression:  true, // Bytes are the bytes the server sent
 		MaxIdleConns:        c.Conns,
 		MaxIdleConnsPerHost: c.Conns,

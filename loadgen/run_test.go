@@ -306,6 +306,56 @@ func TestDial(t *testing.T) {
 	})
 }
 
+// Keeping connections alive, the load recovers when a server that stopped
+// answering comes back: dials started during the outage, whose SYNs were
+// lost, give up within the request timeout instead of holding every
+// connection slot for TCP's SYN back-off (minutes). Here a dial during the
+// outage hangs until its context ends, as a connect whose SYNs are lost
+// does, and the outage also drops the kept-alive connections.
+func TestRecoversAfterOutage(t *testing.T) {
+	checkGoroutines(t)
+	var down atomic.Bool
+	release := make(chan struct{})
+	srv := server(t, func(w http.ResponseWriter, r *http.Request) {
+		if down.Load() {
+			select { // a server that stopped: no answer
+			case <-r.Context().Done():
+			case <-release:
+			}
+			return
+		}
+		w.Write(page)
+	})
+	t.Cleanup(func() { close(release) })
+	var d net.Dialer
+	var hung atomic.Int64
+	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if down.Load() {
+			hung.Add(1)
+			<-ctx.Done() // the SYN and its retransmissions are lost
+			return nil, ctx.Err()
+		}
+		return d.DialContext(ctx, network, addr)
+	}
+	const rate, timeout = 200, 200 * time.Millisecond
+	go func() {
+		time.Sleep(500 * time.Millisecond)
+		down.Store(true)
+		time.Sleep(500 * time.Millisecond)
+		down.Store(false)
+	}()
+	res := run(t, Config{URL: srv.URL, Rate: rate, Duration: 2500 * time.Millisecond, Timeout: timeout, Conns: 4, Dial: dial})
+	// A second after the outage ended (it ended at 1 s), every request
+	// must be answered again.
+	late := res.Summary(2*time.Second, 2500*time.Millisecond)
+	if late.Requests == 0 || late.OK != late.Requests {
+		t.Errorf("from 1 s after the outage: %d of %d requests ok, errors %v (%d dials hung during the outage)", late.OK, late.Requests, late.Errors, hung.Load())
+	}
+	if hung.Load() == 0 {
+		t.Error("no dial was made during the outage: the test did not test recovery")
+	}
+}
+
 // A bad Config is an error naming the field, and nothing is sent.
 func TestBadConfig(t *testing.T) {
 	var requests atomic.Int64
