@@ -53,7 +53,11 @@
 // that finds all of them busy waits for one, and the wait is part of its
 // latency and its timeout. A request sent on a kept-alive connection that
 // the server had closed is retried on a new one by the Transport, within
-// the same timeout.
+// the same timeout. Each dial is bounded by Timeout too: net/http lets a
+// dial outlive the request that started it, and a dial whose SYN was lost
+// while the VM was paused would hold a connection slot through TCP's SYN
+// back-off (up to two minutes); with all Conns slots held so, no request
+// would get through after the VM answered again.
 //
 // # Accuracy
 //
