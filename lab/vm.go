@@ -81,6 +81,17 @@ func (v *VM) Kill() {
 	})
 }
 
+// Exited is nil while QEMU runs; once it has exited, why (its exit
+// status and the tail of its stderr).
+func (v *VM) Exited() error {
+	select {
+	case <-v.done:
+		return v.exitError()
+	default:
+		return nil
+	}
+}
+
 // exitError describes why QEMU is gone, with the tail of its stderr.
 func (v *VM) exitError() error {
 	return fmt.Errorf("qemu %s exited (%v): %s", v.Spec.Name, v.waitErr, Tail(v.Stderr, 600))

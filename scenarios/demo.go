@@ -260,6 +260,12 @@ func Demo(ctx context.Context, o DemoOptions) (DemoResult, error) {
 	res.CPU = markCPU(l).since(cpu0)
 	after()
 	if err != nil {
+		// A QEMU that died shows to migrate only as a closed QMP socket.
+		for _, vm := range []*lab.VM{l.Src, l.Dst} {
+			if gone := vm.Exited(); gone != nil {
+				err = fmt.Errorf("%w; %v", err, gone)
+			}
+		}
 		return res, err
 	}
 	if err := checkGuest(ctx, l.Guest, l.GuestIP, before, &res); err != nil {
