@@ -86,12 +86,15 @@ func (d *driver) finish(err error) (Result, error) {
 		dec.SourceStoppedAtMS = d.res.SwitchoverMS
 	}
 	if t := d.transport; t != nil {
+		// Close first: it waits for the transport's goroutines, so the
+		// counts and the codec's CPU include the stream's last bytes (QEMU
+		// may report completed before the encoder has seen the end).
+		t.Close()
 		if c, ok := t.(codecReporter); ok {
 			d.res.Codec = c.CodecStats()
 		}
 		d.res.StreamBytes, d.res.WireBytes = t.Counts()
 		d.res.StreamBytesSource = t.Name()
-		t.Close()
 	} else {
 		d.res.StreamBytes = d.res.RAMTransferred
 	}
