@@ -92,9 +92,11 @@ func (v *VM) Exited() error {
 	}
 }
 
-// exitError describes why QEMU is gone, with the tail of its stderr.
+// exitError describes why QEMU is gone, with the tail of its stderr and
+// of the guest's console: a guest that panics (panic=-1 with -no-reboot)
+// makes QEMU exit with status 0, and only the console says why.
 func (v *VM) exitError() error {
-	return fmt.Errorf("qemu %s exited (%v): %s", v.Spec.Name, v.waitErr, Tail(v.Stderr, 600))
+	return fmt.Errorf("qemu %s exited (%v): %s; console tail: %s", v.Spec.Name, v.waitErr, Tail(v.Stderr, 600), Tail(v.Spec.Serial, 800))
 }
 
 // waitQMP waits until QEMU accepts connections on its QMP socket.

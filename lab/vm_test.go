@@ -1,18 +1,25 @@
 package lab
 
 import (
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 )
 
 // A VM's Exited is nil while its process runs and, once it has exited,
-// names the exit status and the tail of what it wrote to stderr.
+// names the exit status, the tail of what it wrote to stderr and the
+// tail of the guest's console (where a guest panic shows).
 func TestVMExited(t *testing.T) {
+	serial := filepath.Join(t.TempDir(), "src.serial")
+	if err := os.WriteFile(serial, []byte("booted\nKernel panic - not syncing: Attempted to kill init!\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	spec := VMSpec{
 		Binary: "qemu-system-x86_64", Name: "src", Accel: AccelTCG, MemBytes: 64 << 20,
-		Kernel: "/k", Initrd: "/i", QMP: "/r/src.qmp", Serial: "/r/src.serial", MAC: "52:54:00:77:00:10",
+		Kernel: "/k", Initrd: "/i", QMP: "/r/src.qmp", Serial: serial, MAC: "52:54:00:77:00:10",
 	}
 	release := make(chan struct{})
 	// The command stands in for QEMU: it waits for a line on stdin, then
@@ -41,7 +48,8 @@ func TestVMExited(t *testing.T) {
 		t.Fatal("the stand-in did not exit")
 	}
 	err = v.Exited()
-	if err == nil || !strings.Contains(err.Error(), "exit status 3") || !strings.Contains(err.Error(), "qemu: assertion failed") {
-		t.Errorf("exited VM: Exited = %v, want its exit status and stderr", err)
+	if err == nil || !strings.Contains(err.Error(), "exit status 3") || !strings.Contains(err.Error(), "qemu: assertion failed") ||
+		!strings.Contains(err.Error(), "Attempted to kill init") {
+		t.Errorf("exited VM: Exited = %v, want its exit status, stderr and console", err)
 	}
 }

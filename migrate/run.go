@@ -99,6 +99,9 @@ type runner struct {
 	o     Options
 	seen  qmp.Cursor // the last source event monitor handled
 	disks diskRun
+	// shutdown is the source's SHUTDOWN event, if it sent one: QEMU is
+	// exiting or stopping for good, and a failure then says why.
+	shutdown *qmp.ShutdownEvent
 }
 
 // Run migrates the VM from o.Src to o.Dst. The Result is filled in
@@ -352,6 +355,7 @@ func (r *runner) monitor(ctx context.Context, cur qmp.Cursor) error {
 			if ctx.Err() != nil {
 				continue // the ctx.Done branch reports it
 			}
+			r.noteShutdown(events) // a SHUTDOWN read just before the end says why
 			return r.fail(ctx, r.stage(), fmt.Errorf("source: QMP events: %w", err))
 		case ev := <-events:
 			if done, err := r.onEvent(ctx, ev); done {
@@ -391,6 +395,10 @@ func (r *runner) monitor(ctx context.Context, cur qmp.Cursor) error {
 func (r *runner) onEvent(ctx context.Context, ev qmp.Event) (done bool, err error) {
 	r.seen = qmp.Cursor(ev.Seq)
 	switch ev.Name {
+	case qmp.EventShutdown:
+		if sd, err := ev.Shutdown(); err == nil {
+			r.shutdown = &sd
+		}
 	case qmp.EventStop:
 		r.phase = PhaseSwitchover
 		r.res.SwitchoverMS = time.Since(r.start).Milliseconds()
@@ -411,6 +419,24 @@ func (r *runner) onEvent(ctx context.Context, ev qmp.Event) (done bool, err erro
 		return r.onStatus(ctx, m.Status)
 	}
 	return false, nil
+}
+
+// noteShutdown records a SHUTDOWN among the events queued when the event
+// stream failed; the others no longer matter.
+func (r *runner) noteShutdown(events <-chan qmp.Event) {
+	for {
+		select {
+		case ev := <-events:
+			if ev.Name != qmp.EventShutdown {
+				continue
+			}
+			if sd, err := ev.Shutdown(); err == nil {
+				r.shutdown = &sd
+			}
+		default:
+			return
+		}
+	}
 }
 
 // drainEvents handles the queued events up to end. If the event stream
@@ -558,6 +584,9 @@ func (r *runner) fail(ctx context.Context, stage string, cause error) error {
 		if terr := r.transport.Err(); terr != nil && !errors.Is(terr, context.Canceled) {
 			cause = fmt.Errorf("%w (%s path: %v)", cause, r.transport.Name(), terr)
 		}
+	}
+	if sd := r.shutdown; sd != nil {
+		cause = fmt.Errorf("%w (the source QEMU shut down during the migration: reason %s, guest-initiated %t)", cause, sd.Reason, sd.Guest)
 	}
 	e := &Error{Stage: stage, Cancelled: cancelled, Err: cause}
 	defer r.abortDisks(cctx) // after the migration is cancelled: the mirrors are its first part

@@ -311,6 +311,22 @@ func TestRunQEMUFailsInPrecopy(t *testing.T) {
 	}
 }
 
+// A source whose guest resets mid-migration (a panic under -no-reboot)
+// sends SHUTDOWN before its migration fails: the error names the reason,
+// which no other message of QEMU's gives.
+func TestRunSourceShutdownNamed(t *testing.T) {
+	leakcheck.Check(t)
+	shutdown := event{qmp.EventShutdown, qmp.ShutdownEvent{Guest: true, Reason: "guest-reset"}}
+	plan := append(recordedPlan()[:2], step{events: []event{shutdown, statusEvent(qmp.MigrationStatusFailed)},
+		info: failedInfo(2, "Unable to write to socket: Broken pipe")})
+	src, dst := newPair(t, plan)
+	_, err := runMigration(t, options(t, src, dst))
+	migrateError(t, err)
+	if msg := err.Error(); !strings.Contains(msg, "shut down during the migration: reason guest-reset, guest-initiated true") {
+		t.Errorf("error %q, want the SHUTDOWN's reason", msg)
+	}
+}
+
 // A failure after QEMU stopped the source leaves it stopped (the fake
 // leaves it so; QEMU itself resumes a VM that was running): Run resumes it.
 func TestRunFailsAfterSwitchover(t *testing.T) {

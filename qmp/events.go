@@ -44,6 +44,21 @@ type MigrationPassEvent struct {
 	Pass int `json:"pass"`
 }
 
+// ShutdownEvent is the data of a SHUTDOWN event: whether the guest asked
+// for it, and why (QEMU's ShutdownCause: "guest-reset" when a guest
+// reboots or panics under -no-reboot, "guest-panic", "host-qmp-quit",
+// "host-signal", ...).
+type ShutdownEvent struct {
+	Guest  bool   `json:"guest"`
+	Reason string `json:"reason"`
+}
+
+// Shutdown decodes the data of a SHUTDOWN event.
+func (e Event) Shutdown() (ShutdownEvent, error) {
+	var m ShutdownEvent
+	return m, e.decode(EventShutdown, &m)
+}
+
 // Migration decodes the data of a MIGRATION event.
 func (e Event) Migration() (MigrationEvent, error) {
 	var m MigrationEvent
