@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/vmigrate/vmigrate/guest/workload"
+	"github.com/vmigrate/vmigrate/lab/labtest"
 )
 
 func TestParseWorkload(t *testing.T) {
@@ -40,5 +41,17 @@ func TestParseWorkload(t *testing.T) {
 		if err != nil || got != tc.want {
 			t.Errorf("%s: got %+v, %v; want %+v", tc.spec, got, err, tc.want)
 		}
+	}
+}
+
+// A working set the guest cannot hold beside its kernel and initramfs is
+// refused by the guest's agent, and demo says so at once (rather than
+// waiting for a fill that never comes, or letting the guest's kernel run
+// out of memory during the migration and panic).
+func TestDemoWorkloadTooLarge(t *testing.T) {
+	labtest.Image(t)
+	code, _, errOut := vmigrate(t, "demo", "--mem", "256M", "--workload", "memdirty:wss=128M", "--accel", "tcg")
+	if code == ExitOK || !strings.Contains(errOut, "the guest refused its workload") || !strings.Contains(errOut, "MemAvailable") {
+		t.Errorf("demo with 128M of 256M as working set: exit %d, %q", code, errOut)
 	}
 }

@@ -474,6 +474,9 @@ func waitPopulated(ctx context.Context, g *guest.Client, w workload.Config, limi
 		if err == nil && (w.Name != workload.MemDirty || st.Workload.Populated && st.Workload.AchievedPagesPerSec > 0) {
 			return st, nil
 		}
+		if err == nil && w.Name == workload.MemDirty && !st.Workload.Running && st.Workload.Error != "" {
+			return st, fmt.Errorf("demo: the guest refused its workload: %s", st.Workload.Error)
+		}
 		select {
 		case <-wctx.Done():
 			if err == nil {

@@ -44,8 +44,9 @@ func run(con *console) error {
 	srv := &agentapi.Server{
 		BootID:   bootID(),
 		Booted:   bootTime(),
-		MemTotal: memTotal(),
-		Logf:     con.printf,
+		MemTotal:     memTotal(),
+		MemAvailable: memAvailable,
+		Logf:         con.printf,
 	}
 	if cfg, err := workload.ParseCmdline(string(cmdline)); err != nil {
 		con.printf("workload from kernel command line: %v; staying idle", err)
@@ -111,6 +112,15 @@ func bootTime() time.Time {
 		return time.Now()
 	}
 	return time.Now().Add(-time.Duration(ts.Nano()))
+}
+
+// memAvailable is /proc/meminfo's MemAvailable in bytes, 0 if unreadable.
+func memAvailable() int64 {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 0
+	}
+	return agentapi.ParseMemAvailable(b)
 }
 
 func memTotal() int64 {

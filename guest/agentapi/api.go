@@ -51,7 +51,15 @@ type Status struct {
 	BootID        string         `json:"boot_id"` // random per boot (the kernel's boot_id)
 	UptimeMS      int64          `json:"uptime_ms"`
 	MemTotalBytes int64          `json:"mem_total_bytes"`
-	Workload      WorkloadStatus `json:"workload"`
+	// MemAvailableBytes is the kernel's estimate of what can still be
+	// allocated (MemAvailable); the initramfs and the working set are
+	// not in it. 0 when unknown.
+	MemAvailableBytes int64 `json:"mem_available_bytes,omitempty"`
+	// AgentBytes is what the agent's Go runtime holds from the kernel
+	// (heap, stacks, runtime), not counting the working set's mapping.
+	AgentBytes int64          `json:"agent_bytes,omitempty"`
+	Goroutines int            `json:"goroutines,omitempty"`
+	Workload   WorkloadStatus `json:"workload"`
 }
 
 // WorkloadStatus is the running workload: its configuration (defaults

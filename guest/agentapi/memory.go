@@ -2,6 +2,9 @@ package agentapi
 
 import (
 	"fmt"
+	"math"
+	"strconv"
+	"strings"
 	"syscall"
 )
 
@@ -22,3 +25,24 @@ func (anonMemory) Alloc(size int64) ([]byte, error) {
 }
 
 func (anonMemory) Free(b []byte) error { return syscall.Munmap(b) }
+
+// ParseMemAvailable reads MemAvailable from the text of /proc/meminfo, in
+// bytes; 0 when the line is missing or malformed.
+func ParseMemAvailable(meminfo []byte) int64 {
+	for line := range strings.Lines(string(meminfo)) {
+		rest, ok := strings.CutPrefix(line, "MemAvailable:")
+		if !ok {
+			continue
+		}
+		f := strings.Fields(rest)
+		if len(f) != 2 || f[1] != "kB" {
+			return 0
+		}
+		kb, err := strconv.ParseInt(f[0], 10, 64)
+		if err != nil || kb < 0 || kb > math.MaxInt64>>10 {
+			return 0
+		}
+		return kb << 10
+	}
+	return 0
+}

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"runtime"
+	"runtime/metrics"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -40,6 +42,9 @@ type Server struct {
 	BootID   string
 	Booted   time.Time // for uptime
 	MemTotal int64     // bytes; 0 disables the fit check
+	// MemAvailable reads the kernel's MemAvailable in bytes; nil (or a
+	// reading of 0) leaves the fit check to MemTotal alone.
+	MemAvailable func() int64
 	Memory   Allocator // nil: anonymous mmap
 	// OpenDisk opens the disk of a workload with a disk working set; nil
 	// opens DiskPath with O_DIRECT|O_DSYNC.
@@ -84,26 +89,62 @@ func (s *Server) memory() Allocator {
 	return anonMemory{}
 }
 
-// reserve is memory kept free for the kernel and the agent: a working set
-// that does not fit invites the OOM killer, and killing PID 1 panics the guest.
-func reserve(memTotal int64) int64 { return max(64<<20, memTotal/8) }
+// reserve is memory kept free beside a working set, for the kernel (its
+// network buffers grow under load) and the agent: a working set that does
+// not fit invites the OOM killer, and with PID 1 the only process the
+// kernel then panics. Against MemTotal it must also cover the initramfs,
+// which lives in RAM (about 42 MiB).
+func reserve(memTotal int64, ofAvailable bool) int64 {
+	if ofAvailable {
+		return max(32<<20, memTotal/16)
+	}
+	return max(96<<20, memTotal/8)
+}
+
+// fits refuses a working set of wss bytes that would leave the guest less
+// than the reserve free. It judges by MemAvailable when it can read it
+// (the current working set counts as free when it is fully resident: it
+// is freed first), by MemTotal otherwise. Callers hold mu.
+func (s *Server) fits(wss int64) error {
+	if s.MemTotal <= 0 {
+		return nil
+	}
+	var avail int64
+	if s.MemAvailable != nil {
+		avail = s.MemAvailable()
+	}
+	if avail <= 0 {
+		if r := reserve(s.MemTotal, false); wss > s.MemTotal-r {
+			return fmt.Errorf("workload: wss_bytes %d leaves less than %d of the guest's %d bytes free",
+				wss, r, s.MemTotal)
+		}
+		return nil
+	}
+	if s.cur != nil && s.cur.w.Stats().Populated {
+		avail += int64(len(s.cur.mem))
+	}
+	if r := reserve(s.MemTotal, true); wss > avail-r {
+		return fmt.Errorf("workload: wss_bytes %d leaves less than %d of the %d bytes the guest has available (MemAvailable; of %d in all, the kernel and the initramfs hold the rest): at most %d",
+			wss, r, avail, s.MemTotal, max(0, avail-r))
+	}
+	return nil
+}
 
 // SetWorkload stops the current workload, frees its memory, and starts cfg
-// (defaults applied). Idle leaves nothing running.
+// (defaults applied). Idle leaves nothing running. A refused cfg changes
+// nothing.
 func (s *Server) SetWorkload(cfg workload.Config) (WorkloadStatus, error) {
 	cfg = cfg.WithDefaults(s.MemTotal)
 	err := cfg.Validate()
-	if err == nil && cfg.Name == workload.MemDirty && s.MemTotal > 0 && cfg.WSSBytes > s.MemTotal-reserve(s.MemTotal) {
-		err = fmt.Errorf("workload: wss_bytes %d leaves less than %d of the guest's %d bytes free",
-			cfg.WSSBytes, reserve(s.MemTotal), s.MemTotal)
-	}
-	if err != nil {
-		err = fmt.Errorf("%w: %w", ErrBadConfig, err)
-	}
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err == nil {
+	if err == nil && cfg.Name == workload.MemDirty {
+		err = s.fits(cfg.WSSBytes)
+	}
+	if err != nil {
+		err = fmt.Errorf("%w: %w", ErrBadConfig, err)
+	} else {
 		err = s.replace(cfg)
 	}
 	s.lastErr = ""
@@ -227,17 +268,34 @@ func (s *Server) Close() error {
 	return s.stop()
 }
 
+// agentBytes is the memory the Go runtime has mapped and not returned to
+// the kernel.
+func agentBytes() int64 {
+	m := []metrics.Sample{{Name: "/memory/classes/total:bytes"}, {Name: "/memory/classes/heap/released:bytes"}}
+	metrics.Read(m)
+	if m[0].Value.Kind() != metrics.KindUint64 || m[1].Value.Kind() != metrics.KindUint64 {
+		return 0
+	}
+	return int64(m[0].Value.Uint64() - m[1].Value.Uint64())
+}
+
 // Status reports the guest and its workload; it does not wait for a running
 // verification.
 func (s *Server) Status() Status {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	return Status{
+	st := Status{
 		BootID:        s.BootID,
 		UptimeMS:      time.Since(s.Booted).Milliseconds(),
 		MemTotalBytes: s.MemTotal,
+		AgentBytes:    agentBytes(),
+		Goroutines:    runtime.NumGoroutine(),
 		Workload:      s.workloadStatus(),
 	}
+	if s.MemAvailable != nil {
+		st.MemAvailableBytes = s.MemAvailable()
+	}
+	return st
 }
 
 // workloadStatus describes cur. Callers hold mu.

@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -319,5 +320,76 @@ func TestDiskWorkloadRefused(t *testing.T) {
 	}
 	if mem.Live() != 0 {
 		t.Errorf("live memory after a failed start = %d", mem.Live())
+	}
+}
+
+// The fit check judges a working set by what the guest has available
+// (MemAvailable, which leaves out the initramfs held in RAM), counting the
+// running working set as free when it is resident; a refused one changes
+// nothing.
+func TestWorkloadFitsAvailableMemory(t *testing.T) {
+	mem := &heapMemory{}
+	var avail atomic.Int64
+	avail.Store(100 << 20)
+	s := &agentapi.Server{BootID: "b00t", Booted: time.Now(), MemTotal: 512 << 20, Memory: mem, Logf: t.Logf,
+		// The kernel's MemAvailable drops by what the working set holds.
+		MemAvailable: func() int64 { return avail.Load() - mem.Live() }}
+	hs := httptest.NewServer(s.Handler())
+	defer hs.Close()
+	defer s.Close()
+
+	// 100 MiB available less the 32 MiB reserve: 80 MiB does not fit,
+	// though half of MemTotal would.
+	code, body := post(t, hs.URL+agentapi.PathWorkload, `{"name":"memdirty","wss_bytes":83886080,"pages_per_sec":1000}`)
+	if code != http.StatusBadRequest || !strings.Contains(body, "at most 71303168") {
+		t.Fatalf("80 MiB of 100 available: POST = %d %q, want 400 naming the most that fits", code, body)
+	}
+	if mem.Live() != 0 || status(t, hs.URL).Workload.Name != workload.Idle {
+		t.Fatalf("a refused working set changed the guest: live %d", mem.Live())
+	}
+	if code, body := post(t, hs.URL+agentapi.PathWorkload, `{"name":"memdirty","wss_bytes":67108864,"pages_per_sec":1000}`); code != 200 {
+		t.Fatalf("64 MiB of 100 available: POST = %d %q", code, body)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !status(t, hs.URL).Workload.Populated {
+		if time.Now().After(deadline) {
+			t.Fatal("64 MiB working set not populated after 10 s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	st := status(t, hs.URL)
+	if st.MemAvailableBytes != 36<<20 || st.AgentBytes <= 0 || st.Goroutines <= 0 {
+		t.Errorf("status memory: available %d, agent %d, goroutines %d", st.MemAvailableBytes, st.AgentBytes, st.Goroutines)
+	}
+	// 36 MiB available now, plus the 64 MiB freed first: 96 MiB does not
+	// fit, 64 MiB again does, and the refusal left the first running.
+	if code, _ := post(t, hs.URL+agentapi.PathWorkload, `{"name":"memdirty","wss_bytes":100663296,"pages_per_sec":1000}`); code != http.StatusBadRequest {
+		t.Errorf("96 MiB replacing 64 MiB of 100: POST = %d, want 400", code)
+	}
+	if w := status(t, hs.URL).Workload; !w.Running || w.WSSBytes != 64<<20 || mem.Live() != 64<<20 {
+		t.Errorf("after a refused replacement: %+v, live %d", w, mem.Live())
+	}
+	if code, body := post(t, hs.URL+agentapi.PathWorkload, `{"name":"memdirty","wss_bytes":67108864,"pages_per_sec":2000}`); code != 200 {
+		t.Errorf("64 MiB replacing 64 MiB of 100: POST = %d %q", code, body)
+	}
+}
+
+func TestParseMemAvailable(t *testing.T) {
+	for _, c := range []struct {
+		in   string
+		want int64
+	}{
+		{"MemTotal:         210752 kB\nMemFree:           12000 kB\nMemAvailable:      13776 kB\nBuffers: 0 kB\n", 13776 << 10},
+		{"MemAvailable: 5 kB", 5 << 10},
+		{"MemTotal: 1 kB\n", 0},
+		{"MemAvailable: 12 MB\n", 0},
+		{"MemAvailable: -3 kB\n", 0},
+		{"MemAvailable: 99999999999999999999 kB\n", 0},
+		{"MemAvailable:\n", 0},
+		{"", 0},
+	} {
+		if got := agentapi.ParseMemAvailable([]byte(c.in)); got != c.want {
+			t.Errorf("ParseMemAvailable(%q) = %d, want %d", c.in, got, c.want)
+		}
 	}
 }
