@@ -149,7 +149,7 @@ func TestScenarioCloudNet(t *testing.T) {
 	}
 	labtest.Image(t)
 	out := t.TempDir()
-	code, stdout, stderr := vmigrate(t, "scenario", "cloudnet", "--workloads", "tpcw", "--mem", "320M", "--repeat", "1",
+	code, stdout, stderr := vmigrate(t, "scenario", "cloudnet", "--workloads", "tpcw", "--mem", "384M", "--repeat", "1",
 		"--wan-bandwidth", "1gbit", "--wan-rtt", "2ms", "--max-time", "60s", "--lab", "qmp", "--accel", "tcg", "--out", out)
 	if code != ExitOK {
 		t.Fatalf("scenario cloudnet: exit %d: %s", code, stderr)

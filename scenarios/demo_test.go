@@ -18,7 +18,7 @@ import (
 // intact.
 func TestDemo(t *testing.T) {
 	cfg := labtest.Config(t, 256<<20, workload.Config{})
-	w := workload.Config{Name: workload.MemDirty, WSSBytes: 96 << 20}.WithDefaults(256 << 20)
+	w := workload.Config{Name: workload.MemDirty, WSSBytes: 80 << 20}.WithDefaults(256 << 20)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	res, err := Demo(ctx, DemoOptions{
@@ -31,7 +31,7 @@ func TestDemo(t *testing.T) {
 	if res.Status != migrate.StatusCompleted || !res.Verified || !res.SameAddress || !res.SameBoot {
 		t.Fatalf("result %+v", res)
 	}
-	if want := int64(96 << 20 / 4096); res.PagesChecked != want || res.PagesWrong != 0 {
+	if want := int64(80 << 20 / 4096); res.PagesChecked != want || res.PagesWrong != 0 {
 		t.Errorf("pages checked %d wrong %d, want %d and 0", res.PagesChecked, res.PagesWrong, want)
 	}
 	// The prober saw the switchover: a gap at least as long as QEMU's own

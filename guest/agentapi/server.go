@@ -89,14 +89,16 @@ func (s *Server) memory() Allocator {
 	return anonMemory{}
 }
 
-// reserve is memory kept free beside a working set, for the kernel (its
-// network buffers grow under load) and the agent: a working set that does
-// not fit invites the OOM killer, and with PID 1 the only process the
-// kernel then panics. Against MemTotal it must also cover the initramfs,
-// which lives in RAM (about 42 MiB).
+// reserve is memory kept free beside a working set, for the agent and
+// the kernel, whose network stack grows under load: TCP alone may take
+// about 3/32 of RAM (tcp_mem's default limit) before it drops packets, and
+// slab and receive buffers come on top. A working set that does not fit
+// invites the OOM killer, and with PID 1 the only process the kernel then
+// panics. Against MemTotal it must also cover the initramfs, which lives
+// in RAM (about 42 MiB).
 func reserve(memTotal int64, ofAvailable bool) int64 {
 	if ofAvailable {
-		return max(32<<20, memTotal/16)
+		return max(48<<20, memTotal/8)
 	}
 	return max(96<<20, memTotal/8)
 }

@@ -338,39 +338,39 @@ func TestWorkloadFitsAvailableMemory(t *testing.T) {
 	defer hs.Close()
 	defer s.Close()
 
-	// 100 MiB available less the 32 MiB reserve: 80 MiB does not fit,
-	// though half of MemTotal would.
-	code, body := post(t, hs.URL+agentapi.PathWorkload, `{"name":"memdirty","wss_bytes":83886080,"pages_per_sec":1000}`)
-	if code != http.StatusBadRequest || !strings.Contains(body, "at most 71303168") {
-		t.Fatalf("80 MiB of 100 available: POST = %d %q, want 400 naming the most that fits", code, body)
+	// 100 MiB available less the 64 MiB reserve (an eighth of MemTotal):
+	// 40 MiB does not fit, though half of MemTotal would.
+	code, body := post(t, hs.URL+agentapi.PathWorkload, `{"name":"memdirty","wss_bytes":41943040,"pages_per_sec":1000}`)
+	if code != http.StatusBadRequest || !strings.Contains(body, "at most 37748736") {
+		t.Fatalf("40 MiB of 100 available: POST = %d %q, want 400 naming the most that fits", code, body)
 	}
 	if mem.Live() != 0 || status(t, hs.URL).Workload.Name != workload.Idle {
 		t.Fatalf("a refused working set changed the guest: live %d", mem.Live())
 	}
-	if code, body := post(t, hs.URL+agentapi.PathWorkload, `{"name":"memdirty","wss_bytes":67108864,"pages_per_sec":1000}`); code != 200 {
-		t.Fatalf("64 MiB of 100 available: POST = %d %q", code, body)
+	if code, body := post(t, hs.URL+agentapi.PathWorkload, `{"name":"memdirty","wss_bytes":33554432,"pages_per_sec":1000}`); code != 200 {
+		t.Fatalf("32 MiB of 100 available: POST = %d %q", code, body)
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for !status(t, hs.URL).Workload.Populated {
 		if time.Now().After(deadline) {
-			t.Fatal("64 MiB working set not populated after 10 s")
+			t.Fatal("32 MiB working set not populated after 10 s")
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 	st := status(t, hs.URL)
-	if st.MemAvailableBytes != 36<<20 || st.AgentBytes <= 0 || st.Goroutines <= 0 {
+	if st.MemAvailableBytes != 68<<20 || st.AgentBytes <= 0 || st.Goroutines <= 0 {
 		t.Errorf("status memory: available %d, agent %d, goroutines %d", st.MemAvailableBytes, st.AgentBytes, st.Goroutines)
 	}
-	// 36 MiB available now, plus the 64 MiB freed first: 96 MiB does not
-	// fit, 64 MiB again does, and the refusal left the first running.
-	if code, _ := post(t, hs.URL+agentapi.PathWorkload, `{"name":"memdirty","wss_bytes":100663296,"pages_per_sec":1000}`); code != http.StatusBadRequest {
-		t.Errorf("96 MiB replacing 64 MiB of 100: POST = %d, want 400", code)
+	// 68 MiB available now, plus the 32 MiB freed first: 40 MiB does not
+	// fit, 32 MiB again does, and the refusal left the first running.
+	if code, _ := post(t, hs.URL+agentapi.PathWorkload, `{"name":"memdirty","wss_bytes":41943040,"pages_per_sec":1000}`); code != http.StatusBadRequest {
+		t.Errorf("40 MiB replacing 32 MiB of 100: POST = %d, want 400", code)
 	}
-	if w := status(t, hs.URL).Workload; !w.Running || w.WSSBytes != 64<<20 || mem.Live() != 64<<20 {
+	if w := status(t, hs.URL).Workload; !w.Running || w.WSSBytes != 32<<20 || mem.Live() != 32<<20 {
 		t.Errorf("after a refused replacement: %+v, live %d", w, mem.Live())
 	}
-	if code, body := post(t, hs.URL+agentapi.PathWorkload, `{"name":"memdirty","wss_bytes":67108864,"pages_per_sec":2000}`); code != 200 {
-		t.Errorf("64 MiB replacing 64 MiB of 100: POST = %d %q", code, body)
+	if code, body := post(t, hs.URL+agentapi.PathWorkload, `{"name":"memdirty","wss_bytes":33554432,"pages_per_sec":2000}`); code != 200 {
+		t.Errorf("32 MiB replacing 32 MiB of 100: POST = %d %q", code, body)
 	}
 }
 
