@@ -42,8 +42,8 @@ func run(con *console) error {
 	}
 
 	srv := &agentapi.Server{
-		BootID:   bootID(),
-		Booted:   bootTime(),
+		BootID:       bootID(),
+		Booted:       bootTime(),
 		MemTotal:     memTotal(),
 		MemAvailable: memAvailable,
 		Logf:         con.printf,

@@ -48,9 +48,9 @@ var Modules = []string{
 
 // Status is the answer to GET /status.
 type Status struct {
-	BootID        string         `json:"boot_id"` // random per boot (the kernel's boot_id)
-	UptimeMS      int64          `json:"uptime_ms"`
-	MemTotalBytes int64          `json:"mem_total_bytes"`
+	BootID        string `json:"boot_id"` // random per boot (the kernel's boot_id)
+	UptimeMS      int64  `json:"uptime_ms"`
+	MemTotalBytes int64  `json:"mem_total_bytes"`
 	// MemAvailableBytes is the kernel's estimate of what can still be
 	// allocated (MemAvailable); the initramfs and the working set are
 	// not in it. 0 when unknown.

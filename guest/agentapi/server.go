@@ -45,7 +45,7 @@ type Server struct {
 	// MemAvailable reads the kernel's MemAvailable in bytes; nil (or a
 	// reading of 0) leaves the fit check to MemTotal alone.
 	MemAvailable func() int64
-	Memory   Allocator // nil: anonymous mmap
+	Memory       Allocator // nil: anonymous mmap
 	// OpenDisk opens the disk of a workload with a disk working set; nil
 	// opens DiskPath with O_DIRECT|O_DSYNC.
 	OpenDisk func() (Disk, error)
