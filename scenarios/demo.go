@@ -266,6 +266,11 @@ func Demo(ctx context.Context, o DemoOptions) (DemoResult, error) {
 				err = fmt.Errorf("%w; %v", err, gone)
 			}
 		}
+		// A guest that runs but does not answer says why, if at all, on
+		// its console (an oops, a hung task).
+		if errors.Is(err, migrate.ErrDestLost) && l.Dst.Exited() == nil {
+			err = fmt.Errorf("%w; destination console tail: %s", err, lab.Tail(l.Dst.Spec.Serial, 800))
+		}
 		return res, err
 	}
 	if err := checkGuest(ctx, l.Guest, l.GuestIP, before, &res); err != nil {
