@@ -355,7 +355,7 @@ func (r *runner) monitor(ctx context.Context, cur qmp.Cursor) error {
 			if ctx.Err() != nil {
 				continue // the ctx.Done branch reports it
 			}
-			r.noteShutdown(events) // a SHUTDOWN read just before the end says why
+			r.noteShutdown(ctx, events) // a SHUTDOWN read just before the end says why
 			return r.fail(ctx, r.stage(), fmt.Errorf("source: QMP events: %w", err))
 		case ev := <-events:
 			if done, err := r.onEvent(ctx, ev); done {
@@ -421,17 +421,14 @@ func (r *runner) onEvent(ctx context.Context, ev qmp.Event) (done bool, err erro
 	return false, nil
 }
 
-// noteShutdown records a SHUTDOWN among the events queued when the event
-// stream failed; the others no longer matter.
-func (r *runner) noteShutdown(events <-chan qmp.Event) {
+// noteShutdown hands onEvent a SHUTDOWN among the events queued when the
+// event stream failed, to record it; the others no longer matter.
+func (r *runner) noteShutdown(ctx context.Context, events <-chan qmp.Event) {
 	for {
 		select {
 		case ev := <-events:
-			if ev.Name != qmp.EventShutdown {
-				continue
-			}
-			if sd, err := ev.Shutdown(); err == nil {
-				r.shutdown = &sd
+			if ev.Name == qmp.EventShutdown {
+				r.onEvent(ctx, ev)
 			}
 		default:
 			return
